@@ -1,0 +1,288 @@
+"""Typed settings, built once at the edge.
+
+Layers, later wins: packaged ``base.yaml`` -> ``{env}.yaml`` (``GENESIS_ENV``, default ``dev``)
+from the config folder -> ``GENESIS__SECTION__KEY=value`` environment overrides -> explicit
+``overrides`` (``{"llm.backend": "chat"}``, e.g. from ``--set``). Strings may hold ``${VAR}`` or
+``${VAR:-default}``; a missing variable without a default is an error naming key and file.
+Library code never reads ``os.environ``: it receives these value objects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from genesis.errors import ConfigError
+
+__all__ = [
+    "AgentProfile",
+    "CacheSettings",
+    "KnowledgeSettings",
+    "LLMSettings",
+    "RedisSettings",
+    "RouterSettings",
+    "ServerSettings",
+    "Settings",
+    "TokenizerSettings",
+    "load_settings",
+    "redact_url",
+]
+
+ENVS = ("dev", "staging", "production")
+PACKAGED_DIR = Path(__file__).resolve().parent / "defaults"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_PREFIX = "GENESIS__"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Model):
+    url: SecretStr | None = None  # None: the in-process token store (embedded default)
+    pool_size: int = Field(16, ge=1, le=1024)
+    socket_timeout_s: float = Field(0.25, gt=0)
+    check_memory_policy: bool = True
+
+
+class CacheSettings(_Model):
+    l1_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    ttl_s: int | None = Field(86_400, ge=1)
+    op_timeout_s: float = Field(0.05, gt=0)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(5.0, gt=0)
+    prefix: str = Field("gt", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+
+
+class TokenizerSettings(_Model):
+    # embedder: the embedding model's own tokenizer (offline default); hf: a tokenizer.json of
+    # the served model; remote: the inference server's /tokenize endpoint.
+    kind: Literal["embedder", "hf", "remote"] = "embedder"
+    path: str | None = None
+    vocab_size: int | None = Field(None, ge=2)
+
+
+class KnowledgeSettings(_Model):
+    vector_store: Literal["embedded", "qdrant"] = "embedded"
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    chunk_tokens: int = Field(256, ge=16, le=8192)
+    retrieval: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    demo_collections: bool = True
+
+
+class LLMSettings(_Model):
+    backend: Literal["extractive", "completions", "chat"] = "extractive"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    default_model: str = "baseline"
+    timeout_s: float = Field(30.0, gt=0)
+    attempt_timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_context_tokens: int = Field(4096, ge=64)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_s: float = Field(30.0, gt=0)
+
+
+class ModelNames(_Model):
+    finetuned: str | None = None
+    baseline: str = "baseline"
+
+
+class AgentProfile(_Model):
+    """One agent, as data: adding an agent is adding a profile."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    description: str
+    collection: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    system_prompt: str
+    task: Literal["answer", "plan", "tests", "review", "evolve"] = "answer"
+    top_k: int = Field(5, ge=1, le=50)
+    context_budget: int = Field(2048, ge=64)
+    cache_ttl_s: int = Field(86_400, ge=1)
+    temperature: float = Field(0.2, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1)
+    models: ModelNames = ModelNames()
+    keywords: list[str] = []
+    patterns: list[str] = []
+    examples: list[str] = []
+
+
+class RouterSettings(_Model):
+    threshold: float = Field(0.30, ge=0, le=1)
+    default_agent: str = "support"
+
+
+class ServerSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class ObservabilitySettings(_Model):
+    metrics: bool = True
+    analytics: bool = True
+
+
+class Settings(_Model):
+    env: Literal["dev", "staging", "production"] = "dev"
+    home: str | None = None  # None: a per-user data folder
+    redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
+    tokenizer: TokenizerSettings = TokenizerSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    llm: LLMSettings = LLMSettings()
+    router: RouterSettings = RouterSettings()
+    server: ServerSettings = ServerSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    agents: dict[str, AgentProfile] = {}
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _name_agents(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+        return value
+
+    def get(self, dotted: str) -> Any:
+        """Value at a dot path (``"cache.ttl_s"``); ConfigError names an unknown key."""
+        node: Any = self
+        for part in dotted.split("."):
+            if isinstance(node, BaseModel) and part in type(node).model_fields:
+                node = getattr(node, part)
+            elif isinstance(node, Mapping) and part in node:
+                node = node[part]
+            else:
+                raise ConfigError(f"unknown configuration key {dotted!r} (at {part!r})")
+        return node
+
+    def home_path(self) -> Path:
+        if self.home:
+            return Path(self.home).expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("genesis", appauthor=False))
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def load_settings(
+    env: str | None = None,
+    config_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings; every error names the offending key and file."""
+    environ = os.environ if environ is None else environ
+    env = env or environ.get("GENESIS_ENV") or "dev"
+    if env not in ENVS:
+        raise ConfigError(f"GENESIS_ENV={env!r} is not one of {', '.join(ENVS)}")
+    folder = Path(config_dir) if config_dir else PACKAGED_DIR
+    env_file = folder / f"{env}.yaml"
+    if not env_file.is_file():
+        raise ConfigError(f"configuration file {env_file} not found")
+    data = _read_yaml(PACKAGED_DIR / "base.yaml", environ)
+    data = _deep_merge(data, _read_yaml(env_file, environ))
+    origin = str(env_file)
+    for key, value in _env_overrides(environ).items():
+        _set_dotted(data, key, value)
+        origin = f"{origin} (+ environment overrides)"
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, _parse_scalar(value) if isinstance(value, str) else value)
+    data["env"] = env
+    return _validate(data, origin)
+
+
+def _validate(data: dict[str, Any], origin: str) -> Settings:
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration in {origin}: {problems}") from None
+    if settings.router.default_agent not in settings.agents and settings.agents:
+        raise ConfigError(
+            f"invalid configuration in {origin}: router.default_agent: "
+            f"{settings.router.default_agent!r} is not a configured agent"
+        )
+    return settings
+
+
+def _read_yaml(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top")
+    expanded: dict[str, Any] = _expand(raw, environ, path, "")
+    return expanded
+
+
+def _expand(node: Any, environ: Mapping[str, str], path: Path, key: str) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _expand(v, environ, path, f"{key}.{k}" if key else str(k)) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_expand(v, environ, path, f"{key}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: key {key!r} needs environment variable {name}, which is unset")
+
+    value = _VAR.sub(substitute, node)
+    # A whole-value substitution that came out empty means "not set" (e.g. ${REDIS_URL:-}).
+    return None if value == "" and _VAR.fullmatch(node) else value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name.startswith(_ENV_PREFIX) and len(name) > len(_ENV_PREFIX):
+            dotted = name[len(_ENV_PREFIX) :].lower().replace("__", ".")
+            out[dotted] = _parse_scalar(value)
+    return out
+
+
+def _parse_scalar(value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,116 @@
+"""The one recorder: the only module that imports prometheus_client.
+
+Everything else calls the small ``record_*`` functions, which are no-ops until
+:func:`enable_metrics` is called (the server does it in its lifespan; the CLI does not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+@dataclass
+class _Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    request_ms: Histogram
+    stage_ms: Histogram
+    cache_lookups: Counter
+    prompt_tokens: Counter
+    fallbacks: Counter
+
+
+_metrics: _Metrics | None = None
+
+
+def enable_metrics() -> CollectorRegistry:
+    """Create the metrics (once) in a private registry and start recording."""
+    global _metrics
+    if _metrics is None:
+        reg = CollectorRegistry()
+        _metrics = _Metrics(
+            registry=reg,
+            requests=Counter(
+                "genesis_requests", "Agent requests", ["agent", "backend", "status"], registry=reg
+            ),
+            request_ms=Histogram(
+                "genesis_request_ms",
+                "Request wall time (ms)",
+                ["agent"],
+                buckets=_MS_BUCKETS,
+                registry=reg,
+            ),
+            stage_ms=Histogram(
+                "genesis_stage_ms",
+                "Per-stage time (ms)",
+                ["stage"],
+                buckets=_MS_BUCKETS,
+                registry=reg,
+            ),
+            cache_lookups=Counter(
+                "genesis_token_cache_lookups", "Chunk lookups by tier", ["tier"], registry=reg
+            ),
+            prompt_tokens=Counter(
+                "genesis_prompt_tokens", "Prompt tokens sent", ["agent", "source"], registry=reg
+            ),
+            fallbacks=Counter(
+                "genesis_model_fallbacks",
+                "Fallbacks to the baseline model",
+                ["agent", "reason"],
+                registry=reg,
+            ),
+        )
+    return _metrics.registry
+
+
+def disable_metrics() -> None:
+    global _metrics
+    _metrics = None
+
+
+def metrics_enabled() -> bool:
+    return _metrics is not None
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """Prometheus text exposition and its content type (empty when metrics are off)."""
+    if _metrics is None:
+        return b"", CONTENT_TYPE_LATEST
+    return generate_latest(_metrics.registry), CONTENT_TYPE_LATEST
+
+
+def record_request(agent: str, backend: str, status: str, total_ms: float) -> None:
+    if _metrics is not None:
+        _metrics.requests.labels(agent, backend, status).inc()
+        _metrics.request_ms.labels(agent).observe(total_ms)
+
+
+def record_stages(stages: dict[str, float]) -> None:
+    if _metrics is not None:
+        for name, ms in stages.items():
+            if name != "total":
+                _metrics.stage_ms.labels(name).observe(ms)
+
+
+def record_cache_lookups(tiers: list[str]) -> None:
+    if _metrics is not None:
+        for tier in tiers:
+            _metrics.cache_lookups.labels(tier).inc()
+
+
+def record_prompt_tokens(agent: str, total: int, cached: int) -> None:
+    if _metrics is not None:
+        _metrics.prompt_tokens.labels(agent, "cache").inc(cached)
+        _metrics.prompt_tokens.labels(agent, "fresh").inc(max(total - cached, 0))
+
+
+def record_fallback(agent: str, from_model: str, to_model: str, reason: str) -> None:
+    # Model names stay out of labels: fine-tuned ids are unbounded and may be sensitive.
+    del from_model, to_model
+    if _metrics is not None:
+        _metrics.fallbacks.labels(agent, reason).inc()

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genesis.config import PACKAGED_DIR, load_settings, redact_url
+from genesis.errors import ConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+def test_dev_is_the_default_and_fully_embedded() -> None:
+    settings = load_settings(environ={})
+    assert settings.env == "dev"
+    assert settings.redis.url is None
+    assert settings.llm.backend == "extractive"
+    assert set(settings.agents) == {
+        "support",
+        "documentation",
+        "business_generation",
+        "qa",
+        "code_review",
+        "se_darwin",
+    }
+
+
+def test_genesis_env_picks_the_file() -> None:
+    settings = load_settings(environ={"GENESIS_ENV": "staging"})
+    assert settings.env == "staging"
+    assert settings.llm.backend == "completions"
+    assert settings.redis.url is not None
+    assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:6379/0"
+
+
+def test_unknown_env_is_rejected_by_name() -> None:
+    with pytest.raises(ConfigError, match="GENESIS_ENV='qa'"):
+        load_settings(environ={"GENESIS_ENV": "qa"})
+
+
+def test_var_with_default_and_override() -> None:
+    env = {"GENESIS_ENV": "staging", "GENESIS_VLLM_URL": "http://10.0.0.5:8000"}
+    assert load_settings(environ=env).llm.base_url == "http://10.0.0.5:8000"
+
+
+def test_missing_var_names_key_and_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings("production", environ={})
+    assert "production.yaml" in str(info.value)
+    assert "redis.url" in str(info.value)
+    assert "GENESIS_REDIS_URL" in str(info.value)
+
+
+def test_env_override_of_a_single_key_is_typed() -> None:
+    settings = load_settings(environ={"GENESIS__CACHE__TTL_S": "60"})
+    assert settings.cache.ttl_s == 60
+    assert settings.get("cache.ttl_s") == 60
+
+
+def test_explicit_overrides_win() -> None:
+    settings = load_settings(environ={}, overrides={"llm.max_context_tokens": "1024"})
+    assert settings.llm.max_context_tokens == 1024
+
+
+def test_invalid_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"cache\.ttl_s"):
+        load_settings(environ={"GENESIS__CACHE__TTL_S": "-5"})
+
+
+def test_unknown_key_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="cache.colour"):
+        load_settings(environ={"GENESIS__CACHE__COLOUR": "blue"})
+
+
+def test_dot_path_access_names_unknown_keys() -> None:
+    settings = load_settings(environ={})
+    assert settings.get("agents.support.top_k") == 5
+    with pytest.raises(ConfigError, match="cache.nope"):
+        settings.get("cache.nope")
+
+
+def test_secrets_are_redacted_everywhere_they_could_print() -> None:
+    env = {
+        "GENESIS_ENV": "staging",
+        "GENESIS_REDIS_URL": "redis://:hunter2@cache:6379/0",
+        "GENESIS_LLM_API_KEY": "sk-very-secret",
+    }
+    settings = load_settings(environ=env)
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "hunter2" not in text
+        assert "sk-very-secret" not in text
+    assert redact_url("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
+
+
+def test_config_dir_and_packaged_defaults_agree(tmp_path: Path) -> None:
+    assert REPO_CONFIG.resolve() == PACKAGED_DIR
+    (tmp_path / "dev.yaml").write_text("llm:\n  max_context_tokens: 2048\n")
+    assert load_settings(config_dir=tmp_path, environ={}).llm.max_context_tokens == 2048
+
+
+def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "dev.yaml").write_text("llm: [unclosed\n")
+    with pytest.raises(ConfigError, match="dev.yaml"):
+        load_settings(config_dir=tmp_path, environ={})
+
+
+def test_default_agent_must_exist() -> None:
+    with pytest.raises(ConfigError, match="router.default_agent"):
+        load_settings(environ={"GENESIS__ROUTER__DEFAULT_AGENT": "nobody"})
