@@ -1,0 +1,172 @@
+"""Backends for OpenAI-compatible servers: vLLM completions with token IDs, and chat.
+
+API checked against vLLM's own protocol models (repo vllm-project/vllm):
+- ``vllm/entrypoints/openai/completion/protocol.py``: ``CompletionRequest.prompt`` accepts
+  ``list[int]`` (token IDs) as well as text; ``return_token_ids: bool`` makes each
+  ``CompletionResponseChoice`` carry ``prompt_token_ids`` and ``token_ids``; the response has
+  ``usage`` (``UsageInfo``: ``prompt_tokens``, ``completion_tokens``, ``total_tokens``).
+- Chat (``/v1/chat/completions``) takes ``messages`` as text and answers
+  ``choices[0].message.content``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Self
+
+import httpx
+from pydantic import SecretStr
+
+from genesis.errors import LLMBadRequestError, LLMServerError
+from genesis.llm._http import (
+    auth_headers,
+    first_choice,
+    normalize_base_url,
+    post_json,
+    usage_counts,
+)
+from genesis.llm._types import Generation, GenerationRequest, Usage
+
+logger = logging.getLogger(__name__)
+
+
+class _OpenAIStyleBackend:
+    """Client ownership and auth shared by both backends.
+
+    An injected ``client`` is borrowed (the caller closes it). Otherwise a client is built on
+    first use and closed by :meth:`aclose`; the backend stays usable after ``aclose`` (a new
+    client is built), which lets a sync wrapper release connections tied to its event loop.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: SecretStr | str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._base_url = normalize_base_url(base_url)
+        self._headers = auth_headers(api_key)
+        self._owns_client = client is None
+        self._client = client
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}(base_url={self._base_url!r})"
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _post(self, path: str, payload: dict[str, Any], request: GenerationRequest) -> Any:
+        what = f"POST {path} (model {request.model!r})"
+        return await post_json(
+            self._http(),
+            f"{self._base_url}{path}",
+            payload,
+            timeout_s=request.timeout_s,
+            headers=self._headers,
+            what=what,
+        )
+
+
+class CompletionsBackend(_OpenAIStyleBackend):
+    """vLLM ``/v1/completions`` with the prompt sent as token IDs (no re-tokenization)."""
+
+    @property
+    def name(self) -> str:
+        return "completions"
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Send ``request.prompt_ids``; refuse a request that has none."""
+        payload = completions_payload(request)
+        body = await self._post("/v1/completions", payload, request)
+        return _completion_generation(body, request, len(payload["prompt"]))
+
+
+class ChatBackend(_OpenAIStyleBackend):
+    """``/v1/chat/completions`` with text messages, for APIs that take no token IDs."""
+
+    @property
+    def name(self) -> str:
+        return "chat"
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        if not request.messages:
+            raise LLMBadRequestError("ChatBackend needs request.messages; got none")
+        payload = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        body = await self._post("/v1/chat/completions", payload, request)
+        return _chat_generation(body, request)
+
+
+def completions_payload(request: GenerationRequest) -> dict[str, Any]:
+    """The JSON body for ``/v1/completions``; the prompt is the token IDs as a list."""
+    if request.prompt_ids is None or len(request.prompt_ids) == 0:
+        raise LLMBadRequestError(
+            "CompletionsBackend sends the prompt as token IDs but request.prompt_ids is "
+            "empty or None; assemble the prompt in token space or use ChatBackend for text"
+        )
+    return {
+        "model": request.model,
+        "prompt": request.prompt_ids.tolist(),
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "return_token_ids": True,
+    }
+
+
+def _completion_generation(
+    body: dict[str, Any], request: GenerationRequest, prompt_len: int
+) -> Generation:
+    what = f"POST /v1/completions (model {request.model!r})"
+    choice = first_choice(body, what)
+    text = _text_field(choice, "text", what)
+    token_ids = choice.get("token_ids")
+    completion_ids = [int(t) for t in token_ids] if isinstance(token_ids, list) else None
+    prompt_tokens, completion_tokens = usage_counts(
+        body, prompt_len, len(completion_ids) if completion_ids is not None else 0
+    )
+    return Generation(
+        text=text,
+        model=str(body.get("model") or request.model),
+        usage=Usage(prompt_tokens, completion_tokens),
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        completion_ids=completion_ids,
+    )
+
+
+def _chat_generation(body: dict[str, Any], request: GenerationRequest) -> Generation:
+    what = f"POST /v1/chat/completions (model {request.model!r})"
+    message = first_choice(body, what).get("message")
+    if not isinstance(message, dict):
+        raise LLMServerError(f"{what}: choice has no message object")
+    prompt_tokens, completion_tokens = usage_counts(body, 0, 0)
+    return Generation(
+        text=_text_field(message, "content", what),
+        model=str(body.get("model") or request.model),
+        usage=Usage(prompt_tokens, completion_tokens),
+        finish_reason=str(first_choice(body, what).get("finish_reason") or "stop"),
+    )
+
+
+def _text_field(obj: dict[str, Any], key: str, what: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise LLMServerError(f"{what}: response field {key!r} is not text: {value!r:.100}")
+    return value

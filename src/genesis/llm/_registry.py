@@ -1,0 +1,369 @@
+"""Model registry: per agent, a fine-tuned model with retries, falling back to a baseline.
+
+One call walks ``[fine-tuned, baseline]``. Each model gets retries with exponential backoff
+and jitter (tenacity ``AsyncRetrying``) for retryable errors only (timeout, 429, 5xx), every
+attempt bounded by ``attempt_timeout_s`` and everything by ``total_budget_s``: the stop rule
+refuses a retry whose backoff would end past the deadline, and each attempt's timeout is cut
+to the time left. A per-model circuit breaker skips a model that keeps failing. When the
+fine-tuned model fails, part of the budget is still left for the baseline (``_reserve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from genesis.errors import (
+    AllModelsFailedError,
+    CircuitOpenError,
+    LLMBadRequestError,
+    LLMError,
+    LLMRateLimitError,
+    LLMServerError,
+    LLMTimeoutError,
+    UnknownAgentError,
+)
+from genesis.llm._breaker import CircuitBreaker
+from genesis.llm._types import Generation, GenerationRequest, LLMBackend, Message
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE: tuple[type[LLMError], ...] = (LLMTimeoutError, LLMRateLimitError, LLMServerError)
+# Extra time past an attempt's timeout before the registry cancels a backend that ignores
+# ``request.timeout_s`` (the backend's own, more precise error normally comes first).
+_GRACE_S = 0.25
+
+FallbackHook = Callable[[str, str, str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """The models of one agent: ``finetuned`` (optional) first, ``baseline`` as fallback."""
+
+    finetuned: str | None
+    baseline: str
+
+    def __post_init__(self) -> None:
+        if not self.baseline:
+            raise ValueError("ModelRoute.baseline must name a model")
+
+
+@dataclass(slots=True)
+class RegistryResult:
+    """What the registry did: the answer, which model served it, and why it fell back."""
+
+    generation: Generation
+    agent: str
+    model: str
+    fell_back: bool
+    reasons: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Tally:
+    attempts: int = 0
+
+
+def reason_code(exc: BaseException) -> str:
+    """Short label of a failure, for counters and metric labels (never a message)."""
+    codes: list[tuple[type[BaseException], str]] = [
+        (CircuitOpenError, "circuit_open"),
+        (LLMTimeoutError, "timeout"),
+        (LLMRateLimitError, "rate_limited"),
+        (LLMServerError, "server_error"),
+        (LLMBadRequestError, "bad_request"),
+    ]
+    return next((code for cls, code in codes if isinstance(exc, cls)), "error")
+
+
+class ModelRegistry:
+    """Routes an agent's request to its fine-tuned model, with retries and fallback."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, ModelRoute],
+        backend: LLMBackend,
+        *,
+        total_budget_s: float = 30.0,
+        attempt_timeout_s: float = 10.0,
+        max_retries: int = 2,
+        backoff_base_s: float = 0.2,
+        backoff_max_s: float = 2.0,
+        backoff_jitter_s: float = 0.1,
+        breaker_failures: int = 3,
+        breaker_reset_s: float = 30.0,
+        breaker: CircuitBreaker | None = None,
+        on_fallback: FallbackHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        _check_settings(total_budget_s, attempt_timeout_s, max_retries)
+        self._routes = dict(routes)
+        self._backend = backend
+        self._budget = total_budget_s
+        self._attempt_timeout = attempt_timeout_s
+        self._max_retries = max_retries
+        self._wait = exponential_jitter(backoff_base_s, backoff_max_s, backoff_jitter_s, rng)
+        self._breaker = breaker or CircuitBreaker(breaker_failures, breaker_reset_s, clock=clock)
+        self._on_fallback = on_fallback
+        self._clock = clock
+        self._sleep = sleep
+        self._fallbacks: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def agents(self) -> list[str]:
+        return sorted(self._routes)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def backend(self) -> LLMBackend:
+        return self._backend
+
+    @property
+    def fallback_counts(self) -> dict[tuple[str, str], int]:
+        """Fallbacks so far, keyed by ``(agent, reason)`` (reason as in :func:`reason_code`)."""
+        return dict(self._fallbacks)
+
+    def route(self, agent: str) -> ModelRoute:
+        try:
+            return self._routes[agent]
+        except KeyError:
+            known = ", ".join(self.agents) or "(none)"
+            raise UnknownAgentError(f"unknown agent {agent!r}; known agents: {known}") from None
+
+    async def chat_async(
+        self,
+        agent: str,
+        messages: Sequence[Message],
+        *,
+        use_finetuned: bool = True,
+        use_fallback: bool = True,
+        **gen_kwargs: Any,
+    ) -> RegistryResult:
+        """Answer chat ``messages`` for ``agent``; ``gen_kwargs`` are GenerationRequest fields."""
+        request = _chat_request(messages, gen_kwargs)
+        return await self.generate(
+            agent, request, use_finetuned=use_finetuned, use_fallback=use_fallback
+        )
+
+    def chat(
+        self,
+        agent: str,
+        messages: Sequence[Message],
+        *,
+        use_finetuned: bool = True,
+        use_fallback: bool = True,
+        **gen_kwargs: Any,
+    ) -> RegistryResult:
+        """Blocking :meth:`chat_async`; refuses to run inside a running event loop."""
+        _refuse_inside_loop("ModelRegistry.chat", "chat_async")
+        call = self.chat_async(
+            agent, messages, use_finetuned=use_finetuned, use_fallback=use_fallback, **gen_kwargs
+        )
+        return asyncio.run(self._then_release(call))
+
+    async def _then_release(self, call: Awaitable[RegistryResult]) -> RegistryResult:
+        # Connections opened in this throwaway event loop must not outlive it.
+        try:
+            return await call
+        finally:
+            await self._backend.aclose()
+
+    async def generate(
+        self,
+        agent: str,
+        request: GenerationRequest,
+        *,
+        use_finetuned: bool = True,
+        use_fallback: bool = True,
+    ) -> RegistryResult:
+        """Answer ``request`` (``request.model`` is replaced by the route's models).
+
+        Raises ``UnknownAgentError``; with ``use_fallback=False`` the first model's own
+        ``LLMError``; otherwise ``AllModelsFailedError`` whose ``reasons`` maps each model
+        tried to why it failed. Returns within ``total_budget_s`` (plus a small grace).
+        """
+        models = self._candidates(self.route(agent), use_finetuned, use_fallback)
+        deadline = self._clock() + self._budget
+        tally, reasons, errors = _Tally(), [], {}
+        for index, model in enumerate(models):
+            last = index == len(models) - 1
+            try:
+                generation = await self._serve(
+                    model, request, self._phase_end(deadline, last), tally
+                )
+            except LLMError as exc:
+                if not use_fallback:
+                    raise
+                errors[model] = f"{type(exc).__name__}: {exc}"
+                reasons.append(f"{model}: {reason_code(exc)}: {exc}")
+                if not last:
+                    self._fell_back(agent, model, models[index + 1], exc)
+                continue
+            return RegistryResult(generation, agent, model, index > 0, reasons, tally.attempts)
+        raise _all_failed(agent, errors)
+
+    def generator(
+        self, agent: str, *, use_finetuned: bool = True, use_fallback: bool = True
+    ) -> Callable[[GenerationRequest], Awaitable[Generation]]:
+        """``request -> Generation`` for ``agent``, the shape the RAG pipeline takes.
+
+        Which model served is still visible as ``Generation.model``; fallbacks are counted.
+        """
+        self.route(agent)  # fail now, not on the first request
+
+        async def generate(request: GenerationRequest) -> Generation:
+            result = await self.generate(
+                agent, request, use_finetuned=use_finetuned, use_fallback=use_fallback
+            )
+            return result.generation
+
+        return generate
+
+    async def aclose(self) -> None:
+        """Release the backend's connections (it may be used again afterwards)."""
+        await self._backend.aclose()
+
+    def _candidates(self, route: ModelRoute, use_finetuned: bool, use_fallback: bool) -> list[str]:
+        if use_finetuned and route.finetuned:
+            return [route.finetuned, route.baseline] if use_fallback else [route.finetuned]
+        return [route.baseline]
+
+    def _phase_end(self, deadline: float, last: bool) -> float:
+        # Keep time for the baseline: the fine-tuned model may not eat the whole budget.
+        return deadline if last else deadline - min(self._attempt_timeout, self._budget / 2)
+
+    async def _serve(
+        self, model: str, request: GenerationRequest, deadline: float, tally: _Tally
+    ) -> Generation:
+        """One model, with retries inside ``deadline``; raises its last ``LLMError``."""
+        retrying = AsyncRetrying(
+            stop=self._stop_rule(deadline),
+            wait=self._wait,
+            retry=retry_if_exception_type(RETRYABLE),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(model, request, deadline, tally)
+        raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
+
+    def _stop_rule(self, deadline: float) -> Callable[[RetryCallState], bool]:
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number > self._max_retries:
+                return True
+            return self._clock() + state.upcoming_sleep >= deadline
+
+        return stop
+
+    async def _attempt(
+        self, model: str, request: GenerationRequest, deadline: float, tally: _Tally
+    ) -> Generation:
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise LLMTimeoutError(f"time budget spent before model {model!r} could be called")
+        if not self._breaker.allow(model):
+            raise CircuitOpenError(f"circuit breaker for model {model!r} is open; not called")
+        tally.attempts += 1
+        timeout = min(self._attempt_timeout, remaining)
+        try:
+            async with asyncio.timeout(timeout + _GRACE_S):
+                generation = await self._backend.generate(
+                    replace(request, model=model, timeout_s=timeout)
+                )
+        except TimeoutError as exc:
+            self._breaker.record_failure(model)
+            raise LLMTimeoutError(f"model {model!r} gave no answer within {timeout:.2f}s") from exc
+        except RETRYABLE:
+            self._breaker.record_failure(model)
+            raise
+        self._breaker.record_success(model)
+        return generation
+
+    def _fell_back(self, agent: str, from_model: str, to_model: str, exc: LLMError) -> None:
+        reason = reason_code(exc)
+        self._fallbacks[(agent, reason)] += 1
+        logger.warning(
+            "agent %s: model %s failed (%s: %s); falling back to %s",
+            agent,
+            from_model,
+            reason,
+            exc,
+            to_model,
+            extra={
+                "agent": agent,
+                "from_model": from_model,
+                "to_model": to_model,
+                "reason": reason,
+            },
+        )
+        if self._on_fallback is None:
+            return
+        try:
+            self._on_fallback(agent, from_model, to_model, reason)
+        except Exception:  # a metrics hook must never fail a request
+            logger.exception("on_fallback hook failed for agent %s", agent)
+
+
+def exponential_jitter(
+    base_s: float, max_s: float, jitter_s: float, rng: random.Random | None = None
+) -> Callable[[RetryCallState], float]:
+    """Tenacity wait: ``min(max_s, base_s * 2**(n-1)) + uniform(0, jitter_s)`` after attempt n.
+
+    Written here rather than tenacity's ``wait_exponential_jitter`` because its ``initial``
+    argument is deprecated in tenacity 9 while ``multiplier`` does not exist in 8.2 (our floor).
+    """
+    source = rng or random.Random()
+
+    def wait(state: RetryCallState) -> float:
+        backoff = min(max_s, base_s * 2.0 ** (state.attempt_number - 1))
+        return backoff + (source.uniform(0.0, jitter_s) if jitter_s > 0 else 0.0)
+
+    return wait
+
+
+def _check_settings(total_budget_s: float, attempt_timeout_s: float, max_retries: int) -> None:
+    if total_budget_s <= 0:
+        raise ValueError(f"total_budget_s must be > 0, got {total_budget_s}")
+    if attempt_timeout_s <= 0:
+        raise ValueError(f"attempt_timeout_s must be > 0, got {attempt_timeout_s}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+
+
+def _chat_request(messages: Sequence[Message], gen_kwargs: dict[str, Any]) -> GenerationRequest:
+    if not messages:
+        raise ValueError("messages must not be empty")
+    user = [m.content for m in messages if m.role == "user"]
+    options = {"query": user[-1] if user else "", **gen_kwargs}
+    try:
+        return GenerationRequest(model="", messages=list(messages), **options)
+    except TypeError as exc:
+        raise TypeError(f"unknown generation option in {sorted(gen_kwargs)}: {exc}") from exc
+
+
+def _all_failed(agent: str, errors: dict[str, str]) -> AllModelsFailedError:
+    detail = "; ".join(f"{model}: {why}" for model, why in errors.items())
+    return AllModelsFailedError(f"agent {agent!r}: every model failed: {detail}", errors)
+
+
+def _refuse_inside_loop(name: str, async_name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{name}() cannot run inside a running event loop; await {async_name}()")
