@@ -1,1 +1,58 @@
-"""genesis.knowledge."""
+"""genesis.knowledge: chunking, embedding, vector stores, BM25, hybrid search, ingestion.
+
+``QdrantVectorStore`` is imported on first access: ``import qdrant_client`` costs ~0.9 s,
+which the embedded default (and every CLI start) should not pay.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from genesis.knowledge._base import IngestReport, KnowledgeBase, SearchMode, embedding_text
+from genesis.knowledge._bm25 import BM25Index, bm25_terms, rrf_fuse
+from genesis.knowledge._chunking import (
+    SUPPORTED_EXTENSIONS,
+    chunk_id,
+    chunk_text,
+    iter_source_files,
+)
+from genesis.knowledge._embedded import EmbeddedVectorStore
+from genesis.knowledge._embedder import Embedder, MiniLMEmbedder, default_model_dir
+from genesis.knowledge._store import VectorHit, VectorStore, check_collection_name
+from genesis.knowledge._types import Chunk, ScoredChunk, content_hash
+
+if TYPE_CHECKING:
+    from genesis.knowledge._qdrant import QdrantVectorStore
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "BM25Index",
+    "Chunk",
+    "EmbeddedVectorStore",
+    "Embedder",
+    "IngestReport",
+    "KnowledgeBase",
+    "MiniLMEmbedder",
+    "QdrantVectorStore",
+    "ScoredChunk",
+    "SearchMode",
+    "VectorHit",
+    "VectorStore",
+    "bm25_terms",
+    "check_collection_name",
+    "chunk_id",
+    "chunk_text",
+    "content_hash",
+    "default_model_dir",
+    "embedding_text",
+    "iter_source_files",
+    "rrf_fuse",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "QdrantVectorStore":
+        from genesis.knowledge._qdrant import QdrantVectorStore
+
+        return QdrantVectorStore
+    raise AttributeError(f"module 'genesis.knowledge' has no attribute {name!r}")

@@ -1,0 +1,484 @@
+"""`KnowledgeBase`: incremental ingestion and hybrid search over named collections.
+
+A SQLite catalog under ``root`` records every ingested file (sha256, mtime, size) and its
+chunks; vectors live in the injected `VectorStore`, BM25 indexes under ``root/bm25``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from genesis.errors import IngestError, RetrievalError
+from genesis.knowledge._bm25 import BM25Index, rrf_fuse
+from genesis.knowledge._chunking import CountTokens, chunk_text, iter_source_files
+from genesis.knowledge._embedder import Embedder, MiniLMEmbedder
+from genesis.knowledge._store import VectorStore, check_collection_name, unknown_collection
+from genesis.knowledge._types import Chunk, ScoredChunk
+
+logger = logging.getLogger(__name__)
+
+SearchMode = Literal["hybrid", "dense", "bm25"]
+Progress = Callable[[int, int, str], None]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY, settings TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    collection TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL,
+    mtime REAL NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (collection, path)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY, collection TEXT NOT NULL, source TEXT NOT NULL,
+    heading TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,
+    hash TEXT NOT NULL, metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (collection, source, ordinal);
+"""
+_CHUNK_COLUMNS = "id, collection, source, heading, ordinal, text, hash, metadata"
+# Candidates taken from each retriever before fusion: RRF needs some depth to reorder.
+_FUSION_DEPTH = 30
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What one ``ingest`` did. A changed file counts all its old chunks as removed and all
+    its new ones as added; unchanged files cost no embedding."""
+
+    collection: str
+    files_added: int
+    files_changed: int
+    files_removed: int
+    files_unchanged: int
+    chunks_added: int
+    chunks_removed: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _FileState:
+    sha256: str
+    mtime: float
+    size: int
+
+
+@dataclass(slots=True)
+class _Counts:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """What is embedded and BM25-indexed for ``chunk``: its breadcrumb, then its text."""
+    return f"{chunk.heading}\n\n{chunk.text}" if chunk.heading else chunk.text
+
+
+class KnowledgeBase:
+    """Collections of chunked files, searched densely, lexically (BM25) or both (RRF).
+
+    ``count_tokens`` counts chunk sizes with a real tokenizer (normally the embedder's).
+    Not safe for concurrent ``ingest``/``drop`` from several processes on one ``root``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        embedder: Embedder,
+        store: VectorStore,
+        *,
+        chunk_tokens: int = 256,
+        count_tokens: CountTokens,
+    ) -> None:
+        self._root = Path(root)
+        self._embedder = embedder
+        self._store = store
+        self._chunk_tokens = chunk_tokens
+        self._count_tokens = count_tokens
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self._root / "catalog.sqlite")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise RetrievalError(
+                f"cannot open knowledge catalog under {self._root}: {exc}"
+            ) from exc
+        self._bm25: dict[str, BM25Index] = {}
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    def embedded(
+        cls, root: Path, embedder: MiniLMEmbedder | None = None, *, chunk_tokens: int = 256
+    ) -> KnowledgeBase:
+        """The offline default: MiniLM embedder, `EmbeddedVectorStore` under ``root/vectors``,
+        chunks counted with the embedder's own tokenizer."""
+        from genesis.knowledge._embedded import EmbeddedVectorStore
+        from genesis.tokens import HFTokenizer
+
+        embedder = embedder or MiniLMEmbedder()
+        counter = HFTokenizer.from_file(embedder.tokenizer_path, name="all-minilm-l6-v2")
+        store = EmbeddedVectorStore(Path(root) / "vectors")
+        return cls(
+            Path(root), embedder, store, chunk_tokens=chunk_tokens, count_tokens=counter.count
+        )
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    # -- ingestion ------------------------------------------------------------------------------
+
+    async def ingest(
+        self, folder: Path, collection: str, *, progress: Progress | None = None
+    ) -> IngestReport:
+        """Bring ``collection`` in line with the supported files under ``folder``.
+
+        Unchanged files (same size and mtime, or same sha256) do no work; a changed or new
+        file replaces exactly its own chunks; a file gone from ``folder`` loses its chunks.
+        Each file is committed on its own, so an interrupted ingest resumes where it stopped.
+        ``progress(done, total, path)`` is called after each file.
+        """
+        check_collection_name(collection)
+        started = time.perf_counter()
+        files = list(iter_source_files(Path(folder)))
+        async with self._write_lock:
+            counts = await self._ingest_files(Path(folder), collection, files, progress)
+        return IngestReport(
+            collection=collection,
+            files_added=counts.added,
+            files_changed=counts.changed,
+            files_removed=counts.removed,
+            files_unchanged=counts.unchanged,
+            chunks_added=counts.chunks_added,
+            chunks_removed=counts.chunks_removed,
+            elapsed_s=round(time.perf_counter() - started, 3),
+        )
+
+    async def _ingest_files(
+        self,
+        folder: Path,
+        collection: str,
+        files: Sequence[tuple[str, Path]],
+        progress: Progress | None,
+    ) -> _Counts:
+        known = await self._known_files(collection)
+        counts = _Counts()
+        for done, (rel, path) in enumerate(files, start=1):
+            await self._ingest_file(collection, rel, path, known.get(rel), counts)
+            if progress is not None:
+                progress(done, len(files), rel)
+        for rel in sorted(set(known) - {rel for rel, _ in files}):
+            counts.chunks_removed += await self._remove_file(collection, rel)
+            counts.removed += 1
+        changed = counts.added or counts.changed or counts.removed
+        if changed or not self._bm25_path(collection).is_file():
+            self._rebuild_bm25(collection)
+        logger.info("ingested %s into %s: %s", folder, collection, counts)
+        return counts
+
+    async def _known_files(self, collection: str) -> dict[str, _FileState]:
+        """Catalogued files; none when the settings or the store no longer match the catalog
+        (another embedder, chunk size, or a wiped store): everything is then re-ingested."""
+        settings = json.dumps(
+            {"embedder": self._embedder.fingerprint, "chunk_tokens": self._chunk_tokens}
+        )
+        row = self._db.execute(
+            "SELECT settings FROM collections WHERE name = ?", (collection,)
+        ).fetchone()
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO collections (name, settings) VALUES (?, ?)",
+                (collection, settings),
+            )
+        stored = await self._store.count(collection)
+        if row is None or row[0] != settings or stored != self._chunk_count(collection):
+            if row is not None:
+                logger.warning(
+                    "re-ingesting all of %s: embedder, chunk size or store changed", collection
+                )
+            await self._clear(collection)
+            return {}
+        rows = self._db.execute(
+            "SELECT path, sha256, mtime, size FROM files WHERE collection = ?", (collection,)
+        )
+        return {r[0]: _FileState(r[1], r[2], r[3]) for r in rows}
+
+    async def _ingest_file(
+        self, collection: str, rel: str, path: Path, prev: _FileState | None, counts: _Counts
+    ) -> None:
+        state, data = await asyncio.to_thread(_read_if_changed, path, prev)
+        if data is None:
+            counts.unchanged += 1
+            return
+        if prev is not None and prev.sha256 == state.sha256:
+            self._save_file(collection, rel, state, None)
+            counts.unchanged += 1
+            return
+        chunks = self._chunk(collection, rel, path, data)
+        counts.chunks_removed += await self._replace_chunks(collection, rel, chunks)
+        self._save_file(collection, rel, state, chunks)
+        counts.chunks_added += len(chunks)
+        if prev is None:
+            counts.added += 1
+        else:
+            counts.changed += 1
+
+    def _chunk(self, collection: str, rel: str, path: Path, data: bytes) -> list[Chunk]:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IngestError(f"cannot ingest {path}: not UTF-8 text ({exc})") from exc
+        return chunk_text(
+            text,
+            source=rel,
+            collection=collection,
+            max_tokens=self._chunk_tokens,
+            count_tokens=self._count_tokens,
+        )
+
+    async def _replace_chunks(self, collection: str, rel: str, chunks: Sequence[Chunk]) -> int:
+        """Write ``chunks`` of ``rel`` to the store; delete its old chunks that are gone."""
+        old = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM chunks WHERE collection = ? AND source = ?", (collection, rel)
+            )
+        ]
+        new_ids = {c.id for c in chunks}
+        stale = [i for i in old if i not in new_ids]
+        if stale:
+            await self._store.delete(collection, stale)
+        if chunks:
+            texts = [embedding_text(c) for c in chunks]
+            vectors = await asyncio.to_thread(self._embedder.embed_documents, texts)
+            payloads = [{"source": c.source} for c in chunks]
+            await self._store.upsert(collection, [c.id for c in chunks], vectors, payloads)
+        return len(old)
+
+    def _save_file(
+        self, collection: str, rel: str, state: _FileState, chunks: Sequence[Chunk] | None
+    ) -> None:
+        """Commit the file row and, unless ``chunks`` is None, its chunk rows (one transaction)."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO files (collection, path, sha256, mtime, size) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (collection, rel, state.sha256, state.mtime, state.size),
+            )
+            if chunks is None:
+                return
+            self._db.execute(
+                "DELETE FROM chunks WHERE collection = ? AND source = ?", (collection, rel)
+            )
+            self._db.executemany(
+                f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_chunk_row(c) for c in chunks],
+            )
+
+    async def _remove_file(self, collection: str, rel: str) -> int:
+        removed = await self._replace_chunks(collection, rel, [])
+        with self._db:
+            self._db.execute(
+                "DELETE FROM chunks WHERE collection = ? AND source = ?", (collection, rel)
+            )
+            self._db.execute(
+                "DELETE FROM files WHERE collection = ? AND path = ?", (collection, rel)
+            )
+        return removed
+
+    def _bm25_path(self, collection: str) -> Path:
+        return self._root / "bm25" / f"{collection}.npz"
+
+    def _rebuild_bm25(self, collection: str) -> BM25Index:
+        rows = self._db.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE collection = ? ORDER BY source, ordinal",
+            (collection,),
+        ).fetchall()
+        chunks = [_chunk_from_row(r) for r in rows]
+        index = BM25Index.build([c.id for c in chunks], [embedding_text(c) for c in chunks])
+        index.save(self._bm25_path(collection))
+        self._bm25[collection] = index
+        return index
+
+    def _bm25_index(self, collection: str) -> BM25Index:
+        if collection not in self._bm25:
+            path = self._bm25_path(collection)
+            try:
+                self._bm25[collection] = BM25Index.load(path)
+            except RetrievalError as exc:
+                logger.warning("rebuilding BM25 index of %s: %s", collection, exc)
+                return self._rebuild_bm25(collection)
+        return self._bm25[collection]
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def embed_query(self, text: str) -> npt.NDArray[np.float32]:
+        """The query's embedding (cached by the embedder); for timing this stage apart."""
+        return self._embedder.embed_query(text)
+
+    async def search(
+        self, query: str, collection: str, top_k: int = 5, *, mode: SearchMode = "hybrid"
+    ) -> list[ScoredChunk]:
+        """The ``top_k`` best chunks for ``query``; ``hybrid`` fuses dense and BM25 with RRF."""
+        vector = self.embed_query(query) if mode != "bm25" else None
+        return await self.search_vector(vector, query, collection, top_k, mode)
+
+    async def search_vector(
+        self,
+        vector: npt.NDArray[np.float32] | None,
+        query: str,
+        collection: str,
+        top_k: int = 5,
+        mode: SearchMode = "hybrid",
+    ) -> list[ScoredChunk]:
+        """`search` with the query embedding already computed (``None`` only for ``bm25``)."""
+        self._check_search(collection, top_k, mode)
+        if vector is None and mode != "bm25":
+            vector = self.embed_query(query)
+        depth = max(top_k, _FUSION_DEPTH) if mode == "hybrid" else top_k
+        dense: dict[str, float] = {}
+        lexical: dict[str, float] = {}
+        if mode != "bm25":
+            assert vector is not None
+            hits = await self._store.search(collection, vector, depth)
+            dense = {h.id: h.score for h in hits}
+        if mode != "dense":
+            lexical = dict(self._bm25_index(collection).search(query, depth))
+        if mode == "hybrid":
+            ranked = rrf_fuse([list(dense), list(lexical)])[:top_k]
+        else:
+            ranked = list((dense or lexical).items())[:top_k]
+        return await self._scored(ranked, dense, lexical)
+
+    def _check_search(self, collection: str, top_k: int, mode: str) -> None:
+        if mode not in ("hybrid", "dense", "bm25"):
+            raise RetrievalError(f"unknown search mode {mode!r}: use hybrid, dense or bm25")
+        if top_k < 1:
+            raise RetrievalError(f"top_k must be >= 1, got {top_k}")
+        known = self._collection_names()
+        if collection not in known:
+            raise unknown_collection(collection, known)
+
+    async def _scored(
+        self,
+        ranked: Sequence[tuple[str, float]],
+        dense: Mapping[str, float],
+        lexical: Mapping[str, float],
+    ) -> list[ScoredChunk]:
+        chunks = {c.id: c for c in await self.get_chunks([i for i, _ in ranked])}
+        out: list[ScoredChunk] = []
+        for id_, score in ranked:
+            if id_ not in chunks:  # the store holds a point the catalog lost: skip it
+                continue
+            scores = {name: s[id_] for name, s in (("dense", dense), ("bm25", lexical)) if id_ in s}
+            out.append(ScoredChunk(chunks[id_], score, len(out) + 1, scores))
+        return out
+
+    # -- catalog --------------------------------------------------------------------------------
+
+    async def collections(self) -> dict[str, int]:
+        """Every collection with its number of chunks."""
+        return {name: self._chunk_count(name) for name in sorted(self._collection_names())}
+
+    async def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        """The chunks with these ids, in the order asked; unknown ids are left out."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", list(ids)
+        ).fetchall()
+        by_id = {r[0]: _chunk_from_row(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def drop(self, collection: str) -> None:
+        """Remove a collection: its vectors, BM25 index and catalog rows."""
+        known = self._collection_names()
+        if collection not in known:
+            raise unknown_collection(collection, known)
+        async with self._write_lock:
+            await self._clear(collection)
+            with self._db:
+                self._db.execute("DELETE FROM collections WHERE name = ?", (collection,))
+
+    async def _clear(self, collection: str) -> None:
+        """Remove every vector, chunk, file row and the BM25 index of ``collection``."""
+        await self._store.drop(collection)
+        with self._db:
+            self._db.execute("DELETE FROM chunks WHERE collection = ?", (collection,))
+            self._db.execute("DELETE FROM files WHERE collection = ?", (collection,))
+        self._bm25.pop(collection, None)
+        self._bm25_path(collection).unlink(missing_ok=True)
+
+    async def aclose(self) -> None:
+        """Close the catalog and the vector store."""
+        self._db.close()
+        await self._store.aclose()
+
+    async def __aenter__(self) -> KnowledgeBase:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _collection_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM collections")]
+
+    def _chunk_count(self, collection: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM chunks WHERE collection = ?", (collection,)
+        ).fetchone()
+        return int(row[0])
+
+
+def _read_if_changed(path: Path, prev: _FileState | None) -> tuple[_FileState, bytes | None]:
+    """The file's state and content; no content when size and mtime match ``prev``."""
+    try:
+        stat = path.stat()
+        if prev is not None and (prev.mtime, prev.size) == (stat.st_mtime, stat.st_size):
+            return prev, None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc}") from exc
+    return _FileState(hashlib.sha256(data).hexdigest(), stat.st_mtime, stat.st_size), data
+
+
+def _chunk_row(c: Chunk) -> tuple[Any, ...]:
+    return (
+        c.id,
+        c.collection,
+        c.source,
+        c.heading,
+        c.ordinal,
+        c.text,
+        c.hash,
+        json.dumps(c.metadata),
+    )
+
+
+def _chunk_from_row(r: Sequence[Any]) -> Chunk:
+    return Chunk(
+        id=r[0],
+        collection=r[1],
+        source=r[2],
+        heading=r[3],
+        ordinal=r[4],
+        text=r[5],
+        hash=r[6],
+        metadata=json.loads(r[7]),
+    )
