@@ -1,1 +1,28 @@
-"""genesis.cache."""
+"""The token cache: L1 (in-process, by bytes) in front of an L2 `TokenStore` (Redis or memory).
+
+Typical wiring (once, in a lifespan)::
+
+    store = RedisTokenStore.from_url(url, pool_size=16)   # or MemoryTokenStore()
+    cache = TokenCache(tokenizer, store, ttl_s=86_400)
+    await cache.check_memory_policy()                      # logs a warning if Redis is unbounded
+    lookup = await cache.get_many("docs", texts)           # lookup.ids, lookup.tiers
+    await cache.aclose()
+"""
+
+from genesis.cache._breaker import BreakerState, CircuitBreaker
+from genesis.cache._cache import CacheLookup, CacheStats, TokenCache
+from genesis.cache._l1 import L1Cache
+from genesis.cache._redis import RedisTokenStore
+from genesis.cache._store import MemoryTokenStore, TokenStore
+
+__all__ = [
+    "BreakerState",
+    "CacheLookup",
+    "CacheStats",
+    "CircuitBreaker",
+    "L1Cache",
+    "MemoryTokenStore",
+    "RedisTokenStore",
+    "TokenCache",
+    "TokenStore",
+]

@@ -1,0 +1,136 @@
+"""The packed token codec: round trips at every width, and every corruption is refused."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genesis.errors import CorruptEntryError
+from genesis.tokens import HFTokenizer, pack_ids, unpack_ids
+from genesis.tokens._codec import HEADER_SIZE, id_width
+
+FP = "hf0123456789abcd"
+V16, V24, V32 = 50_257, 3_000_000, 20_000_000
+
+
+def _ids(values: list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.uint32)
+
+
+@pytest.mark.parametrize(
+    ("vocab", "width"),
+    [(1, 2), (65_536, 2), (65_537, 3), (1 << 24, 3), ((1 << 24) + 1, 4), (1 << 32, 4)],
+)
+def test_width_is_the_narrowest_the_vocabulary_allows(vocab: int, width: int) -> None:
+    assert id_width(vocab) == width
+
+
+@pytest.mark.parametrize("vocab", [0, -1, (1 << 32) + 1])
+def test_impossible_vocab_sizes_are_refused(vocab: int) -> None:
+    with pytest.raises(ValueError, match="vocab_size"):
+        id_width(vocab)
+
+
+@pytest.mark.parametrize(
+    ("vocab", "ids"),
+    [
+        (V16, [0, 1, 50_256, 31_337]),
+        (65_536, [65_535, 0]),
+        (V24, [0, 65_536, 2_999_999, 1 << 20]),
+        (1 << 24, [(1 << 24) - 1, 255, 256]),
+        (V32, [0, 16_777_216, 19_999_999]),
+        (V16, []),
+    ],
+)
+def test_round_trip_at_each_width(vocab: int, ids: list[int]) -> None:
+    data = pack_ids(_ids(ids), fingerprint=FP, vocab_size=vocab)
+    assert len(data) == HEADER_SIZE + id_width(vocab) * len(ids)
+    out = unpack_ids(data, fingerprint=FP, vocab_size=vocab)
+    assert out.tolist() == ids
+    assert out.dtype == (np.uint16 if vocab <= 65_536 else np.uint32)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_round_trip_on_random_ids(seed: int) -> None:
+    # Property-style without hypothesis (not a dependency): random vocab, length and IDs,
+    # always including the vocabulary's edges.
+    rng = np.random.default_rng(seed)
+    vocab = int(rng.choice([V16, 65_536, V24, 1 << 24, V32, 1 << 32]))
+    ids = rng.integers(0, vocab, size=int(rng.integers(0, 600)), dtype=np.uint64).tolist()
+    ids += [0, vocab - 1]
+    packed = pack_ids(_ids(ids), fingerprint=FP, vocab_size=vocab)
+    assert unpack_ids(packed, fingerprint=FP, vocab_size=vocab).tolist() == ids
+
+
+def test_uint16_decode_is_a_zero_copy_read_only_view() -> None:
+    data = pack_ids(_ids([1, 2, 3]), fingerprint=FP, vocab_size=V16)
+    out = unpack_ids(data, fingerprint=FP)
+    assert not out.flags.owndata and not out.flags.writeable
+    assert np.shares_memory(out, np.frombuffer(data, dtype=np.uint8))
+
+
+def test_real_tokenizer_ids_round_trip_at_two_bytes_per_token(tokenizers_dir: Path) -> None:
+    tok = HFTokenizer.from_file(tokenizers_dir / "gpt2")
+    [ids] = tok.encode_batch_sync(["Token-cached RAG packs IDs at the narrowest width. " * 40])
+    data = pack_ids(ids, fingerprint=tok.fingerprint, vocab_size=tok.vocab_size)
+    assert len(data) == HEADER_SIZE + 2 * len(ids)
+    out = unpack_ids(data, fingerprint=tok.fingerprint, vocab_size=tok.vocab_size)
+    np.testing.assert_array_equal(out, ids)
+
+
+def test_packing_an_id_outside_the_vocabulary_is_refused() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        pack_ids(_ids([5, V16]), fingerprint=FP, vocab_size=V16)
+
+
+def _valid(vocab: int = V16) -> bytes:
+    return pack_ids(_ids([10, 20, 30, 40]), fingerprint=FP, vocab_size=vocab)
+
+
+def _with_header(data: bytes, **fields: object) -> bytes:
+    names = ["magic", "version", "width", "count", "tag", "crc"]
+    values = dict(zip(names, struct.unpack_from("<2sBBI4sI", data), strict=True))
+    values.update(fields)
+    return struct.pack("<2sBBI4sI", *values.values()) + data[HEADER_SIZE:]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "truncated header"),
+        (_valid()[:10], "truncated header"),
+        (b"XX" + _valid()[2:], "bad magic"),
+        (_with_header(_valid(), version=9), "unknown format version"),
+        (_with_header(_valid(), width=5), "bad id width"),
+        (_valid()[:-1], "truncated payload"),
+        (_valid() + b"\x00", "extra bytes"),
+        (_with_header(_valid(), count=5), "truncated payload"),
+        (_valid()[:-2] + b"\xff\x7f", "checksum mismatch"),
+    ],
+)
+def test_corruption_is_detected_and_named(data: bytes, message: str) -> None:
+    with pytest.raises(CorruptEntryError, match=message):
+        unpack_ids(data, fingerprint=FP, vocab_size=V16)
+
+
+def test_a_foreign_fingerprint_is_refused() -> None:
+    with pytest.raises(CorruptEntryError, match="foreign tokenizer fingerprint"):
+        unpack_ids(_valid(), fingerprint="hf-some-other-tok", vocab_size=V16)
+
+
+def test_ids_beyond_the_vocabulary_are_refused_even_with_a_valid_checksum() -> None:
+    payload = np.asarray([1, 60_000], dtype="<u2").tobytes()
+    data = _with_header(_valid(), count=2, crc=zlib.crc32(payload))[:HEADER_SIZE] + payload
+    assert unpack_ids(data, fingerprint=FP).tolist() == [1, 60_000]
+    with pytest.raises(CorruptEntryError, match="vocab_size"):
+        unpack_ids(data, fingerprint=FP, vocab_size=V16)
+
+
+def test_a_width_that_does_not_match_the_vocabulary_is_refused() -> None:
+    data = pack_ids(_ids([1, 2]), fingerprint=FP, vocab_size=V24)
+    with pytest.raises(CorruptEntryError, match="width 3 does not match"):
+        unpack_ids(data, fingerprint=FP, vocab_size=V16)
