@@ -16,9 +16,11 @@ from genesis.cache import (
     CircuitBreaker,
     MemoryTokenStore,
     RedisTokenStore,
+    SqliteTokenStore,
     TokenCache,
     TokenStore,
 )
+from genesis.cache._keys import HashMemo, content_hash
 from genesis.errors import CacheError
 from genesis.tokens import HFTokenizer, TokenIds, pack_ids, unpack_ids
 
@@ -200,6 +202,71 @@ async def test_redis_ttl_is_set_and_expiry_makes_a_miss(
     assert await redis_store.ttl(key) is None
     cold = _cache(tok, redis_store, redis_prefix)
     assert (await cold.get_many("docs", texts[:2])).tiers == ["miss", "miss"]
+
+
+@pytest.mark.integration
+async def test_a_per_call_ttl_overrides_the_cache_ttl_of_the_write_back(
+    tok: CountingTokenizer, texts: list[str], redis_store: CountingStore, redis_prefix: str
+) -> None:
+    cache = _cache(tok, redis_store, redis_prefix, ttl_s=3600)
+    await cache.get_many("docs", texts[:2], ttl_s=30)
+    await cache.warm("docs", texts[2:4], ttl_s=120)
+    await cache.get_many("docs", texts[4:5])
+    await cache.flush()
+    ttls = [await redis_store.ttl(key) for key in cache.keys("docs", texts[:5])]
+    assert all(t is not None and 25 < t <= 30 for t in ttls[:2]), ttls
+    assert all(t is not None and 115 < t <= 120 for t in ttls[2:4]), ttls
+    assert ttls[4] is not None and 3595 < ttls[4] <= 3600
+
+
+async def test_a_per_call_ttl_expires_entries_in_the_memory_store(
+    tok: CountingTokenizer, texts: list[str]
+) -> None:
+    now = [0.0]
+    store = MemoryTokenStore(clock=lambda: now[0])
+    cache = _cache(tok, store, "gt", ttl_s=100)
+    await cache.warm("docs", texts[:1], ttl_s=1)
+    await cache.warm("docs", texts[1:2])
+    now[0] = 1.0
+    lookup = await _cache(tok, store, "gt").get_many("docs", texts[:2])
+    assert lookup.tiers == ["miss", "l2"]
+
+
+async def test_sqlite_store_keeps_token_ids_across_processes(
+    tok: CountingTokenizer, gpt2: HFTokenizer, texts: list[str], tmp_path: Path
+) -> None:
+    async with _cache(tok, SqliteTokenStore(tmp_path / "t.db"), "gt") as cache:
+        await cache.warm("docs", texts[:3])
+    async with _cache(tok, SqliteTokenStore(tmp_path / "t.db"), "gt") as reopened:
+        lookup = await reopened.get_many("docs", texts[:3])
+    assert lookup.tiers == ["l2"] * 3 and lookup.round_trips == 1
+    assert _as_lists(lookup.ids) == _fresh(gpt2, texts[:3])
+    assert tok.encoded == Counter(texts[:3])
+
+
+def test_keys_from_the_hash_memo_are_the_content_addressed_keys(
+    tok: CountingTokenizer, texts: list[str]
+) -> None:
+    cache = _cache(tok, None, "gt")
+    expected = cache.keys("docs", texts[:3], [content_hash(t) for t in texts[:3]])
+    assert cache.keys("docs", texts[:3]) == expected
+    copies = ["".join(list(t)) for t in texts[:3]]  # equal text, other objects
+    assert cache.keys("docs", copies) == expected
+    assert cache.keys("docs", [texts[0] + " "]) != expected[:1]
+    off = _cache(tok, None, "gt", hash_memo_chars=0)
+    assert off.keys("docs", texts[:3]) == expected
+
+
+def test_the_hash_memo_is_bounded_by_characters() -> None:
+    memo = HashMemo(max_chars=10)
+    assert memo.hash("aaaa") == content_hash("aaaa")[:32]
+    memo.hash("bbbb")
+    memo.hash("cccc")  # 12 chars > 10: "aaaa" goes
+    assert len(memo) == 2
+    memo.hash("x" * 11)  # longer than the bound: hashed, never held
+    assert len(memo) == 2
+    with pytest.raises(ValueError, match="max_chars"):
+        HashMemo(max_chars=-1)
 
 
 async def test_memory_store_ttl_expiry_makes_a_miss(
@@ -388,3 +455,8 @@ async def test_bad_arguments_are_refused_with_a_clear_error(
         await cache.get_many("docs", texts[:1], hashes=["not-hex"])
     with pytest.raises(ValueError, match="invalid prefix"):
         TokenCache(tok, None, prefix="g*")
+    for ttl in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ttl_s must be > 0"):
+            await cache.get_many("docs", texts[:1], ttl_s=ttl)
+        with pytest.raises(ValueError, match="ttl_s must be > 0"):
+            await cache.warm("docs", texts[:1], ttl_s=ttl)

@@ -1,13 +1,18 @@
-"""Both `TokenStore`s pass the same contract; then what is specific to each."""
+"""Every `TokenStore` passes the same contract; then what is specific to each."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from genesis.cache import MemoryTokenStore, RedisTokenStore, TokenStore
+from genesis.cache import MemoryTokenStore, RedisTokenStore, SqliteTokenStore, TokenStore
 from genesis.cache._redis import memory_policy_report
 from genesis.errors import CacheError
 from genesis.testing.token_store_contract import TokenStoreContract
@@ -35,6 +40,20 @@ class TestMemoryTokenStore(TokenStoreContract):
         clock.now += seconds
 
 
+class TestSqliteTokenStore(TokenStoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SqliteTokenStore]:
+        store = SqliteTokenStore(tmp_path / "tokens.db", clock=FakeClock())
+        yield store
+        await store.aclose()
+
+    async def advance(self, store: TokenStore, seconds: float) -> None:
+        assert isinstance(store, SqliteTokenStore)
+        clock = store._clock
+        assert isinstance(clock, FakeClock)
+        clock.now += seconds
+
+
 @pytest.mark.integration
 class TestRedisTokenStore(TokenStoreContract):
     @pytest.fixture
@@ -42,6 +61,142 @@ class TestRedisTokenStore(TokenStoreContract):
         store = RedisTokenStore(redis_client)
         yield store
         await store.aclose()
+
+
+@pytest.mark.integration
+class TestRedisTokenStoreReadLane(TokenStoreContract):
+    @pytest.fixture
+    async def store(self, redis_client: aioredis.Redis) -> AsyncIterator[RedisTokenStore]:
+        store = RedisTokenStore(redis_client, read_connections=2)
+        yield store
+        await store.aclose()
+
+
+@pytest.fixture
+async def named_client() -> AsyncIterator[aioredis.Redis]:
+    """A client whose connections (the store's read lane too) carry a unique CLIENT name."""
+    name = f"gtest-lane-{uuid.uuid4().hex[:12]}"
+    pool = aioredis.ConnectionPool.from_url(
+        "redis://127.0.0.1:6379/0", client_name=name, max_connections=1
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    yield client
+    await client.aclose()
+    await pool.disconnect()
+
+
+async def _connections_named(observer: aioredis.Redis, name: str) -> list[dict[str, object]]:
+    clients = await observer.client_list()
+    return [c for c in clients if c.get("name") == name]
+
+
+@pytest.mark.integration
+async def test_redis_read_lane_reuses_its_connections_and_bounds_them(
+    redis_client: aioredis.Redis, named_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    name = named_client.connection_pool.connection_kwargs["client_name"]
+    keys = [f"{redis_prefix}:{i}" for i in range(5)]
+    await redis_client.mset({key: key.encode() for key in keys})
+    store = RedisTokenStore(named_client, read_connections=2, max_concurrency=1)
+    for _ in range(20):
+        assert await store.mget(keys) == [key.encode() for key in keys]
+    assert len(await _connections_named(redis_client, name)) == 1
+    many = await asyncio.gather(*(store.mget(keys[i:]) for i in range(5) for _ in range(20)))
+    assert many == [[key.encode() for key in keys[i:]] for i in range(5) for _ in range(20)]
+    # Two lane connections at most; the overflow went through the pool (one connection).
+    assert 2 <= len(await _connections_named(redis_client, name)) <= 3
+    await store.aclose()
+    await redis_client.delete(*keys)
+
+
+@pytest.mark.integration
+async def test_redis_read_lane_survives_a_killed_connection_and_closes_on_aclose(
+    redis_client: aioredis.Redis, named_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    name = named_client.connection_pool.connection_kwargs["client_name"]
+    key = f"{redis_prefix}:k"
+    await redis_client.set(key, b"v")
+    store = RedisTokenStore(named_client, read_connections=1)
+    assert await store.mget([key]) == [b"v"]
+    [lane] = await _connections_named(redis_client, name)
+    await redis_client.client_kill_filter(_id=str(lane["id"]))
+    assert await store.mget([key]) == [b"v"], "a dead idle connection is replaced, once"
+    await store.aclose()
+    for _ in range(200):  # the server notices the closed sockets asynchronously
+        if not await _connections_named(redis_client, name):
+            break
+        await asyncio.sleep(0.01)
+    assert await _connections_named(redis_client, name) == []
+    await redis_client.delete(key)
+
+
+async def test_redis_read_lane_never_waits_past_its_timeout_on_a_silent_server() -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)  # accepts, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisTokenStore.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout_s=0.05)
+    start = time.monotonic()
+    with pytest.raises(CacheError, match="MGET"):
+        async with asyncio.timeout(5):  # a hang fails the test instead of stalling it
+            await store.mget(["k"])
+    assert time.monotonic() - start < 1.0
+    await store.aclose()
+    for writer in writers:
+        writer.close()
+        await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+
+def test_redis_store_refuses_a_negative_read_lane() -> None:
+    with pytest.raises(ValueError, match="read_connections"):
+        RedisTokenStore(aioredis.Redis(), read_connections=-1)
+
+
+async def test_sqlite_store_keeps_entries_across_reopening(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SqliteTokenStore(tmp_path / "t.db", clock=clock)
+    await store.mset({"a": b"1", "b": b"2"}, ttl_s=10)
+    await store.aclose()
+    await store.aclose()  # idempotent
+    reopened = SqliteTokenStore(tmp_path / "t.db", clock=clock)
+    assert await reopened.mget(["a", "b", "c"]) == [b"1", b"2", None]
+    clock.now += 10
+    assert await reopened.mget(["a"]) == [None]
+    await reopened.aclose()
+
+
+async def test_sqlite_store_evicts_the_oldest_written_past_max_bytes(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SqliteTokenStore(tmp_path / "t.db", max_bytes=300, clock=clock)
+    for key in "abcd":
+        clock.now += 1
+        await store.mset({key: b"x" * 100}, ttl_s=None)
+    assert await store.mget(list("abcd")) == [None] + [b"x" * 100] * 3
+    await store.aclose()
+
+
+async def test_sqlite_errors_become_cache_errors(tmp_path: Path) -> None:
+    store = SqliteTokenStore(tmp_path / "t.db")
+    other = sqlite3.connect(tmp_path / "t.db")
+    other.execute("DROP TABLE tokens")
+    other.commit()
+    other.close()
+    with pytest.raises(CacheError, match="read"):
+        await store.mget(["k"])
+    with pytest.raises(CacheError, match="write"):
+        await store.mset({"k": b"v"}, ttl_s=1)
+    with pytest.raises(CacheError, match="delete"):
+        await store.delete_prefix("k")
+    with pytest.raises(CacheError, match="read"):
+        await store.ttl("k")
+    await store.aclose()
+    with pytest.raises(CacheError, match="closed"):
+        await store.mget(["k"])
 
 
 async def test_memory_store_is_bounded_by_bytes_and_evicts_lru() -> None:

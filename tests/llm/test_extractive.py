@@ -96,3 +96,16 @@ def test_on_a_real_fastapi_page_the_best_sentence_mentions_the_query(corpora_dir
     assert 2 <= len(chosen) <= 4
     assert any("path parameter" in s.text.lower() for s in chosen)
     assert not any("```" in s.text for s in chosen)
+
+
+def test_headings_and_questions_are_never_quoted() -> None:
+    from genesis.llm._extractive import select_sentences
+
+    text = (
+        "# How to rotate a key\n\n## How do I rotate a key?\n\n"
+        "To rotate a key, open Settings and click Rotate. The old key keeps working for a day."
+    )
+    chosen = [s.text for s in select_sentences("How do I rotate a key?", [text])]
+    assert chosen
+    assert all(not t.startswith("#") and not t.endswith("?") for t in chosen)
+    assert "To rotate a key, open Settings and click Rotate." in chosen

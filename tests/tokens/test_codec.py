@@ -11,7 +11,7 @@ import pytest
 
 from genesis.errors import CorruptEntryError
 from genesis.tokens import HFTokenizer, pack_ids, unpack_ids
-from genesis.tokens._codec import HEADER_SIZE, id_width
+from genesis.tokens._codec import HEADER_SIZE, id_width, unpack_many
 
 FP = "hf0123456789abcd"
 V16, V24, V32 = 50_257, 3_000_000, 20_000_000
@@ -134,3 +134,56 @@ def test_a_width_that_does_not_match_the_vocabulary_is_refused() -> None:
     data = pack_ids(_ids([1, 2]), fingerprint=FP, vocab_size=V24)
     with pytest.raises(CorruptEntryError, match="width 3 does not match"):
         unpack_ids(data, fingerprint=FP, vocab_size=V16)
+
+
+def _beyond_vocab() -> bytes:
+    """A well-formed uint16 value (valid checksum) holding an ID >= V16."""
+    payload = np.asarray([1, 60_000], dtype="<u2").tobytes()
+    return _with_header(_valid(), count=2, crc=zlib.crc32(payload))[:HEADER_SIZE] + payload
+
+
+_BAD_VALUES = [
+    (b"", "truncated header"),
+    (b"XX" + _valid()[2:], "bad magic"),
+    (_with_header(_valid(), version=9), "unknown format version"),
+    (_valid()[:-1], "truncated payload"),
+    (_valid()[:-2] + b"\xff\x7f", "checksum mismatch"),
+    (pack_ids(_ids([1, 2]), fingerprint="hf-some-other-tok", vocab_size=V16), "foreign"),
+    (pack_ids(_ids([1, 2]), fingerprint=FP, vocab_size=V24), "width 3 does not match"),
+    (_beyond_vocab(), "vocab_size"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), _BAD_VALUES)
+def test_unpack_many_returns_each_bad_value_as_its_error_and_decodes_the_rest(
+    bad: bytes, message: str
+) -> None:
+    good = pack_ids(_ids([7, 50_256]), fingerprint=FP, vocab_size=V16)
+    out = unpack_many([good, bad, None, _valid()], fingerprint=FP, vocab_size=V16)
+    assert isinstance(out[1], CorruptEntryError) and message in str(out[1])
+    with pytest.raises(CorruptEntryError, match=message):
+        unpack_ids(bad, fingerprint=FP, vocab_size=V16)  # the same verdict, one at a time
+    assert out[2] is None
+    assert [a.tolist() for a in (out[0], out[3]) if isinstance(a, np.ndarray)] == [
+        [7, 50_256],
+        [10, 20, 30, 40],
+    ]
+
+
+@pytest.mark.parametrize("vocab", [V16, 65_536, V24, V32, 1 << 32])
+def test_unpack_many_agrees_with_unpack_ids_at_every_width(vocab: int) -> None:
+    rng = np.random.default_rng(vocab % 1000)
+    batches = [
+        rng.integers(0, vocab, size=n, dtype=np.uint64).tolist() + [vocab - 1] for n in (0, 5, 300)
+    ]
+    values = [pack_ids(_ids(ids), fingerprint=FP, vocab_size=vocab) for ids in batches]
+    out = unpack_many(values, fingerprint=FP, vocab_size=vocab)
+    for arr, data in zip(out, values, strict=True):
+        assert isinstance(arr, np.ndarray) and not arr.flags.writeable
+        expected = unpack_ids(data, fingerprint=FP, vocab_size=vocab)
+        assert arr.dtype == expected.dtype and arr.tolist() == expected.tolist()
+
+
+def test_unpack_many_of_nothing_or_only_misses() -> None:
+    assert unpack_many([], fingerprint=FP, vocab_size=V16) == []
+    assert unpack_many([None, None], fingerprint=FP, vocab_size=V16) == [None, None]

@@ -2,7 +2,8 @@
 
 Typical wiring (once, in a lifespan)::
 
-    store = RedisTokenStore.from_url(url, pool_size=16)   # or MemoryTokenStore()
+    store = RedisTokenStore.from_url(url, pool_size=16)   # or MemoryTokenStore(),
+                                                           # or SqliteTokenStore(path)
     cache = TokenCache(tokenizer, store, ttl_s=86_400)
     await cache.check_memory_policy()                      # logs a warning if Redis is unbounded
     lookup = await cache.get_many("docs", texts)           # lookup.ids, lookup.tiers
@@ -13,6 +14,7 @@ from genesis.cache._breaker import BreakerState, CircuitBreaker
 from genesis.cache._cache import CacheLookup, CacheStats, TokenCache
 from genesis.cache._l1 import L1Cache
 from genesis.cache._redis import RedisTokenStore
+from genesis.cache._sqlite import SqliteTokenStore
 from genesis.cache._store import MemoryTokenStore, TokenStore
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "L1Cache",
     "MemoryTokenStore",
     "RedisTokenStore",
+    "SqliteTokenStore",
     "TokenCache",
     "TokenStore",
 ]

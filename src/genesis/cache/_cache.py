@@ -13,12 +13,13 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from genesis.cache._breaker import BreakerState, CircuitBreaker
-from genesis.cache._keys import check_hash, collection_prefix, content_hash, make_key
+from genesis.cache._deadline import within
+from genesis.cache._keys import HashMemo, check_hash, collection_prefix, make_key
 from genesis.cache._l1 import L1Cache
 from genesis.cache._store import TokenStore
 from genesis.errors import CorruptEntryError, TokenizerError
 from genesis.tokens import TokenIds, Tokenizer, as_token_ids
-from genesis.tokens._codec import id_width, pack_ids, unpack_ids
+from genesis.tokens._codec import id_width, pack_ids, unpack_many
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class TokenCache:
     bad arguments (``ValueError``) and tokenizer failures, nothing raises to the caller.
 
     The cache owns ``store`` (``aclose`` closes it). ``store=None`` runs with L1 only.
+    Content hashes of texts seen recently are memoised (``hash_memo_chars`` characters of
+    text at most; 0 turns it off).
     """
 
     def __init__(
@@ -105,9 +108,11 @@ class TokenCache:
         op_timeout_s: float = 0.05,
         prefix: str = "gt",
         clock: Callable[[], float] = time.monotonic,
+        hash_memo_chars: int = 8 * 1024 * 1024,
     ) -> None:
         if op_timeout_s <= 0 or (ttl_s is not None and ttl_s <= 0):
             raise ValueError("op_timeout_s and ttl_s must be > 0 (ttl_s may be None)")
+        self._hashes = HashMemo(hash_memo_chars)
         collection_prefix(prefix, "x")  # validates the prefix
         self._tokenizer = tokenizer
         self._store = store
@@ -136,7 +141,8 @@ class TokenCache:
     ) -> list[str]:
         """The cache key of each text (``hashes``, when given, must be ``content_hash(text)``)."""
         if hashes is None:
-            hashes = [content_hash(text) for text in texts]
+            digest = self._hashes.hash
+            hashes = [digest(text) for text in texts]
         elif len(hashes) != len(texts):
             raise ValueError(f"got {len(hashes)} hashes for {len(texts)} texts")
         else:
@@ -146,11 +152,19 @@ class TokenCache:
         return [make_key(base, fingerprint, h) for h in hashes]
 
     async def get_many(
-        self, collection: str, texts: Sequence[str], hashes: Sequence[str] | None = None
+        self,
+        collection: str,
+        texts: Sequence[str],
+        hashes: Sequence[str] | None = None,
+        *,
+        ttl_s: float | None = None,
     ) -> CacheLookup:
         """Token IDs of every text, in order: L1, then ONE L2 ``mget`` for the rest, then ONE
         ``encode_batch`` for the misses (single-flight per key); misses are written back to
-        L2 in the background (see :meth:`flush`)."""
+        L2 in the background (see :meth:`flush`) with an expiry of ``ttl_s`` seconds (the
+        cache's ``ttl_s`` when None). A text tokenized for another request in flight is
+        written back with that request's TTL."""
+        _check_ttl(ttl_s)
         t0 = time.perf_counter()
         keys = self.keys(collection, texts, hashes)
         ids: list[TokenIds | None] = [None] * len(keys)
@@ -163,7 +177,8 @@ class TokenCache:
             _fill(todo, found, ids, tiers, "l2")
         t2 = time.perf_counter()
         if todo:
-            made = await self._tokenize({key: texts[idx[0]] for key, idx in todo.items()})
+            ttl = self._ttl_s if ttl_s is None else ttl_s
+            made = await self._tokenize({key: texts[idx[0]] for key, idx in todo.items()}, ttl)
             _fill(todo, made, ids, tiers, "miss")
         t3 = time.perf_counter()
         return self._lookup(ids, tiers, round_trips, (t0, t1, t2, t3))
@@ -189,28 +204,24 @@ class TokenCache:
         if not self._breaker.allow():
             self._n.skipped += 1
             return {}, 0
-        ok, values = await self._guarded(self._store.mget(keys), "mget")
+        _, values = await self._guarded(self._store.mget(keys), "mget")
+        if not values:
+            return {}, 1
+        decoded = unpack_many(values, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
         found: dict[str, TokenIds] = {}
-        for key, value in zip(keys, values or (), strict=False):
-            arr = None if value is None else self._decode(key, value)
-            if arr is not None:
+        for key, arr in zip(keys, decoded, strict=False):
+            if isinstance(arr, CorruptEntryError):
+                self._n.corrupt += 1
+                logger.warning("token cache: dropping corrupt entry %s: %s", key, arr)
+            elif arr is not None:
                 self._l1.put(key, arr)
                 found[key] = arr
         return found, 1
 
-    def _decode(self, key: str, value: bytes) -> TokenIds | None:
-        try:
-            return unpack_ids(value, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
-        except CorruptEntryError as exc:
-            self._n.corrupt += 1
-            logger.warning("token cache: dropping corrupt entry %s: %s", key, exc)
-            return None
-
     async def _guarded(self, op: Awaitable[T], what: str) -> tuple[bool, T | None]:
         """Run one L2 operation under ``op_timeout_s``; report it to the breaker."""
         try:
-            async with asyncio.timeout(self._op_timeout_s):
-                result = await op
+            result = await within(op, self._op_timeout_s)
         except TimeoutError:
             self._failed(what, "timed out")
             self._n.timeouts += 1
@@ -226,7 +237,7 @@ class TokenCache:
         self._breaker.record_failure()
         logger.debug("token cache: L2 %s failed: %s", what, why)
 
-    async def _tokenize(self, texts: dict[str, str]) -> dict[str, TokenIds]:
+    async def _tokenize(self, texts: dict[str, str], ttl_s: float | None) -> dict[str, TokenIds]:
         """IDs for ``texts`` (key -> text), each key tokenized at most once at a time."""
         made: dict[str, TokenIds] = {}
         shared: dict[str, asyncio.Future[TokenIds]] = {}
@@ -242,12 +253,14 @@ class TokenCache:
                 own[key] = text
         self._n.coalesced += len(shared) + len(made)
         if own:
-            made.update(await self._encode_owned(own))
+            made.update(await self._encode_owned(own, ttl_s))
         for key, fut in shared.items():
-            made[key] = await self._await_shared(fut, key, texts[key])
+            made[key] = await self._await_shared(fut, key, texts[key], ttl_s)
         return made
 
-    async def _encode_owned(self, texts: dict[str, str]) -> dict[str, TokenIds]:
+    async def _encode_owned(
+        self, texts: dict[str, str], ttl_s: float | None
+    ) -> dict[str, TokenIds]:
         loop = asyncio.get_running_loop()
         futures = {key: loop.create_future() for key in texts}
         self._inflight.update(futures)
@@ -263,7 +276,7 @@ class TokenCache:
         for key, arr in made.items():
             self._l1.put(key, arr)
             futures[key].set_result(arr)
-        self._schedule_write(made)
+        self._schedule_write(made, ttl_s)
         return made
 
     async def _encode(self, texts: dict[str, str]) -> dict[str, TokenIds]:
@@ -278,7 +291,9 @@ class TokenCache:
         out.setflags(write=False)
         return out
 
-    async def _await_shared(self, fut: asyncio.Future[TokenIds], key: str, text: str) -> TokenIds:
+    async def _await_shared(
+        self, fut: asyncio.Future[TokenIds], key: str, text: str, ttl_s: float | None
+    ) -> TokenIds:
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -286,16 +301,18 @@ class TokenCache:
             if not fut.cancelled() or (task is not None and task.cancelling()):
                 raise
         # The owner was cancelled, not us: tokenize it ourselves.
-        return (await self._encode_owned({key: text}))[key]
+        return (await self._encode_owned({key: text}, ttl_s))[key]
 
-    def _schedule_write(self, made: dict[str, TokenIds]) -> None:
+    def _schedule_write(self, made: dict[str, TokenIds], ttl_s: float | None) -> None:
         if self._store is None or not made:
             return
-        task = asyncio.create_task(self._write_back(self._store, made))
+        task = asyncio.create_task(self._write_back(self._store, made, ttl_s))
         self._tasks.add(task)  # a strong reference until done
         task.add_done_callback(self._tasks.discard)
 
-    async def _write_back(self, store: TokenStore, made: dict[str, TokenIds]) -> None:
+    async def _write_back(
+        self, store: TokenStore, made: dict[str, TokenIds], ttl_s: float | None
+    ) -> None:
         try:
             items = {
                 key: pack_ids(arr, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
@@ -308,7 +325,7 @@ class TokenCache:
         if not self._breaker.allow():
             self._n.skipped += 1
             return
-        ok, _ = await self._guarded(store.mset(items, self._ttl_s), "mset")
+        ok, _ = await self._guarded(store.mset(items, ttl_s), "mset")
         if ok:
             self._n.writes += len(items)
         else:
@@ -341,11 +358,15 @@ class TokenCache:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def warm(self, collection: str, texts: Sequence[str]) -> int:
-        """Tokenize and store every text not cached yet; return how many were tokenized."""
+    async def warm(
+        self, collection: str, texts: Sequence[str], *, ttl_s: float | None = None
+    ) -> int:
+        """Tokenize and store every text not cached yet (expiring after ``ttl_s``, the
+        cache's ``ttl_s`` when None); return how many were tokenized."""
         tokenized = 0
         for start in range(0, len(texts), _WARM_BATCH):
-            lookup = await self.get_many(collection, texts[start : start + _WARM_BATCH])
+            batch = texts[start : start + _WARM_BATCH]
+            lookup = await self.get_many(collection, batch, ttl_s=ttl_s)
             tokenized += lookup.tiers.count("miss")
         await self.flush()
         return tokenized
@@ -394,6 +415,11 @@ class TokenCache:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _check_ttl(ttl_s: float | None) -> None:
+    if ttl_s is not None and not ttl_s > 0:
+        raise ValueError(f"ttl_s must be > 0 seconds (or None for the cache's), got {ttl_s}")
 
 
 def _fill(

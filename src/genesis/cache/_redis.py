@@ -12,8 +12,11 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from genesis.cache._deadline import within
 from genesis.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,16 @@ class RedisTokenStore:
     :meth:`from_url` owns its client and pool and closes them in :meth:`aclose`; a client
     passed to the constructor stays the caller's to close unless ``owns_client=True``.
     Every redis-py error is re-raised as :class:`~genesis.errors.CacheError`.
+
+    ``mget`` (the hot path) runs on a read lane: up to ``read_connections`` connections the
+    store makes from the client's pool settings and keeps to itself, beyond the pool, until
+    :meth:`aclose` (default: ``max_concurrency`` or 4 when the store owns its client, else 0
+    so that a borrowed client's store holds nothing to close). Measured here, a 5-key MGET
+    on a lane connection costs ~30 us less than ``client.mget`` (~100 vs ~130 us): no pool
+    lock, checkout check, retry wrapper or ``wait_for`` per command. A busy lane sends the
+    overflow through the pool. The lane keeps redis-py's socket timeouts and its
+    disconnect-on-error; a connection error on a reused connection (Redis restarted) is
+    retried once on a new one.
     """
 
     def __init__(
@@ -40,6 +53,7 @@ class RedisTokenStore:
         max_concurrency: int | None = None,
         scan_count: int = 1000,
         owns_client: bool = False,
+        read_connections: int | None = None,
     ) -> None:
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("RedisTokenStore needs a client with decode_responses=False")
@@ -49,12 +63,25 @@ class RedisTokenStore:
         # Bounds in-flight commands to the pool size, so a burst queues here instead of
         # failing with "Too many connections" (which would trip the breaker).
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        lane = read_connections
+        if lane is None:
+            lane = (max_concurrency or 4) if owns_client else 0
+        if lane < 0:
+            raise ValueError(f"read_connections must be >= 0, got {lane}")
+        self._lane_max = lane
+        pool = client.connection_pool
+        self._lane_timeout_s: float | None = pool.connection_kwargs.get("socket_timeout")
+        # Lane connections time out as a whole command (see `_mget_on`), not per socket op.
+        self._lane_kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._lane_open = 0  # lane connections made and not dropped (idle or in use)
+        self._idle: list[AbstractConnection] = []
 
     @classmethod
     def from_url(
         cls, url: str, *, pool_size: int = 16, socket_timeout_s: float = 0.25
     ) -> RedisTokenStore:
-        """A store with its own pool of at most ``pool_size`` connections.
+        """A store with its own pool of at most ``pool_size`` connections, plus a read
+        lane of as many.
 
         A plain ``ConnectionPool`` plus a semaphore, not ``BlockingConnectionPool``: measured
         here, the blocking pool's checkout added ~40-80 us to every MGET (a 5-chunk Redis hit
@@ -80,10 +107,66 @@ class RedisTokenStore:
         if not keys:
             return []
         try:
-            values = cast(list[bytes | None], await self._run(lambda: self._client.mget(keys)))
-        except RedisError as exc:
-            raise CacheError(f"redis MGET of {len(keys)} keys failed: {exc}") from exc
-        return values
+            values = await self._lane_mget(keys)
+        except (RedisError, TimeoutError) as exc:
+            raise CacheError(f"redis MGET of {len(keys)} keys failed: {exc!r}") from exc
+        return cast(list[bytes | None], values)
+
+    async def _lane_mget(self, keys: Sequence[str], *, retry: bool = True) -> Any:
+        conn = self._checkout()
+        if conn is None:  # every lane connection is busy: the pool takes the overflow
+            return await self._run(lambda: self._client.mget(keys))
+        reused = conn.is_connected
+        try:
+            return await self._mget_on(conn, keys)
+        except RedisConnectionError:
+            if not (retry and reused):
+                raise
+        # A reused connection was dead (Redis restarted, a failover): so are the idle ones.
+        await self._drop_idle()
+        return await self._lane_mget(keys, retry=False)
+
+    async def _mget_on(self, conn: AbstractConnection, keys: Sequence[str]) -> Any:
+        # One deadline over send + read instead of redis-py's per-operation socket timeouts
+        # (``wait_for`` on every send, a timeout context on every read): ~8 us less per MGET.
+        try:
+            if self._lane_timeout_s is None:
+                return await self._command(conn, keys)
+            return await within(self._command(conn, keys), self._lane_timeout_s)
+        finally:
+            await self._checkin(conn)
+
+    @staticmethod
+    async def _command(conn: AbstractConnection, keys: Sequence[str]) -> Any:
+        await conn.send_packed_command(conn.pack_command("MGET", *keys), check_health=False)
+        return await conn.read_response()
+
+    def _checkout(self) -> AbstractConnection | None:
+        """An idle lane connection, a new one while the lane has room, else None."""
+        if self._idle:
+            return self._idle.pop()
+        if self._lane_open >= self._lane_max:
+            return None
+        self._lane_open += 1
+        conn: AbstractConnection = self._client.connection_pool.connection_class(
+            **self._lane_kwargs
+        )
+        return conn
+
+    async def _checkin(self, conn: AbstractConnection) -> None:
+        # redis-py disconnects a connection on any error that may leave a reply unread
+        # (timeouts and cancellation included), so one still connected is clean to reuse.
+        if conn.is_connected and not conn.should_reconnect():  # type: ignore[no-untyped-call]
+            self._idle.append(conn)
+            return
+        self._lane_open -= 1
+        await conn.disconnect(nowait=True)
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        self._lane_open -= len(idle)
+        for conn in idle:
+            await conn.disconnect(nowait=True)
 
     async def mset(self, items: Mapping[str, bytes], ttl_s: float | None) -> None:
         if not items:
@@ -151,6 +234,7 @@ class RedisTokenStore:
         return found
 
     async def aclose(self) -> None:
+        await self._drop_idle()
         if self._owns_client:
             await self._client.aclose()
             await self._client.connection_pool.disconnect()

@@ -43,9 +43,13 @@ class SqliteTokenStore:
         self._path = Path(path)
         self._max_bytes = max_bytes
         self._clock = clock
+        # Summing every value's size is a table scan: do it once per max_bytes/16 written.
+        self._unchecked = max_bytes
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(self._path)
+            # A short busy timeout: another process holding the write lock must not stall the
+            # event loop for sqlite's default 5 s; a failed write is only a missed cache fill.
+            self._db: sqlite3.Connection | None = sqlite3.connect(self._path, timeout=0.05)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
@@ -83,7 +87,10 @@ class SqliteTokenStore:
         try:
             with self._conn() as db:
                 db.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)", rows)
-                self._evict(db, now)
+                self._unchecked += sum(len(v) for v in items.values())
+                if self._unchecked >= self._max_bytes // 16:
+                    self._evict(db, now)
+                    self._unchecked = 0
         except sqlite3.Error as exc:
             raise CacheError(f"token store write failed: {exc}") from exc
 
@@ -113,7 +120,12 @@ class SqliteTokenStore:
             raise CacheError(f"token store delete failed: {exc}") from exc
 
     async def ttl(self, key: str) -> float | None:
-        row = self._conn().execute("SELECT expires FROM tokens WHERE key = ?", (key,)).fetchone()
+        try:
+            row = (
+                self._conn().execute("SELECT expires FROM tokens WHERE key = ?", (key,)).fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise CacheError(f"token store read failed: {exc}") from exc
         if row is None:
             return None
         if row[0] is None:

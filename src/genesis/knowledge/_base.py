@@ -406,6 +406,17 @@ class KnowledgeBase:
         by_id = {r[0]: _chunk_from_row(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
+    async def all_chunks(self, collection: str) -> list[Chunk]:
+        """Every chunk of ``collection`` in (source, ordinal) order; unknown -> error."""
+        known = self._collection_names()
+        if collection not in known:
+            raise unknown_collection(collection, known)
+        rows = self._db.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE collection = ? ORDER BY source, ordinal",
+            (collection,),
+        ).fetchall()
+        return [_chunk_from_row(r) for r in rows]
+
     async def drop(self, collection: str) -> None:
         """Remove a collection: its vectors, BM25 index and catalog rows."""
         known = self._collection_names()

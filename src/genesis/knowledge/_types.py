@@ -37,4 +37,5 @@ class ScoredChunk:
     chunk: Chunk
     score: float
     rank: int  # 1-based rank in the final (fused) list
-    scores: dict[str, float] = field(default_factory=dict)  # per retriever: {"dense": .., "bm25": ..}
+    # per retriever: {"dense": .., "bm25": ..}
+    scores: dict[str, float] = field(default_factory=dict)

@@ -40,7 +40,8 @@ _STOP_WORDS = frozenset(
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
 _FENCE = re.compile(r"```.*?```", re.DOTALL)
-_MARKUP = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+|\d+\.\s+|>\s*)")
+_MARKUP = re.compile(r"^\s*(?:[-*+]\s+|\d+\.\s+|>\s*)")
+_HEADING = re.compile(r"^\s*#{1,6}\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +109,13 @@ def _stem(word: str) -> str:
 def _sentences(context: int, text: str) -> list[_Sentence]:
     prose = _FENCE.sub(" ", text)  # code blocks are not quotable sentences
     out: list[_Sentence] = []
-    for line in (ln for block in prose.split("\n") if (ln := _clean(block))):
+    # Headings and questions restate the query; they are never the answer.
+    lines = (_clean(b) for b in prose.split("\n") if not _HEADING.match(b))
+    for line in (ln for ln in lines if ln):
         for piece in _SENTENCE_END.split(line):
             piece = piece.strip()
             words = frozenset(terms(piece))
-            if _MIN_CHARS <= len(piece) <= _MAX_CHARS and words:
+            if _MIN_CHARS <= len(piece) <= _MAX_CHARS and words and not piece.endswith("?"):
                 out.append(_Sentence(context, len(out), piece, words))
     return out
 

@@ -15,6 +15,11 @@ Failures are scripted per model, consumed in order::
 
 Outcomes: an HTTP status (int), ``"timeout"`` (sleeps ``timeout_sleep_s`` before answering,
 past any sane client timeout), ``"garbage"`` (200 with a non-JSON body) or ``"ok"``.
+
+Reply texts can be scripted per model too, consumed in order by successful calls (then the
+fixed reply again)::
+
+    srv.script_replies("base", ["```python\nprint(1)\n```", "second reply"])
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class FakeOpenAIServer:
         self.timeout_sleep_s = timeout_sleep_s
         self.received: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[Outcome]] = {}
+        self._reply_scripts: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server: uvicorn.Server | None = None
@@ -90,11 +96,22 @@ class FakeOpenAIServer:
         with self._lock:
             self._scripts.setdefault(model, deque()).extend(items)
 
+    def script_replies(self, model: str, replies: Iterable[str]) -> None:
+        """Queue reply texts for ``model``'s next successful generation calls, in order;
+        once they are used up the fixed reply (``replies[model]`` or the default) is back."""
+        items = list(replies)
+        bad = [r for r in items if not isinstance(r, str)]
+        if bad:
+            raise ValueError(f"scripted replies must be strings, got {bad[:3]}")
+        with self._lock:
+            self._reply_scripts.setdefault(model, deque()).extend(items)
+
     def reset(self) -> None:
         """Forget received requests, pending scripts and ``expect_prompt`` (reuse per test)."""
         with self._lock:
             self.received.clear()
             self._scripts.clear()
+            self._reply_scripts.clear()
         self.expect_prompt = None
 
     def calls(self, model: str | None = None, endpoint: str | None = None) -> list[dict[str, Any]]:
@@ -291,13 +308,20 @@ class FakeOpenAIServer:
             await self._sleep_unless_closing(self.timeout_sleep_s)
         return None
 
+    def _next_reply(self, model: str) -> str:
+        with self._lock:
+            queue = self._reply_scripts.get(model)
+            if queue:
+                return queue.popleft()
+        return self.replies.get(model, f"Reply from {model}.")
+
     async def _sleep_unless_closing(self, seconds: float) -> None:
         # A thread waits on the Event so that leaving the context manager ends the stall.
         await asyncio.to_thread(self._closing.wait, seconds)
 
     async def _completion_body(self, body: dict[str, Any], prompt_len: int) -> dict[str, Any]:
         model = body["model"]
-        reply = self.replies.get(model, f"Reply from {model}.")
+        reply = self._next_reply(model)
         ids = (await self.tokenizer.encode_batch([reply]))[0].tolist()
         max_tokens = body.get("max_tokens")
         cut = isinstance(max_tokens, int) and len(ids) > max_tokens

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -33,6 +34,8 @@ HEADER_SIZE = HEADER.size  # 16
 _MAX_FOR_WIDTH = {2: 1 << 16, 3: 1 << 24, 4: 1 << 32}
 _U16 = np.dtype("<u2")
 _U32 = np.dtype("<u4")
+_EXPECTED_HEAD = {w: MAGIC + bytes([FORMAT_VERSION, w]) for w in _MAX_FOR_WIDTH}
+_COUNT_CRC = struct.Struct("<I4xI")  # count and crc32, read from offset 4
 
 
 @lru_cache(maxsize=64)
@@ -99,6 +102,72 @@ def unpack_ids(data: bytes, *, fingerprint: str, vocab_size: int | None = None) 
     if vocab_size is not None:
         _check_vocab(ids, width, vocab_size)
     return ids
+
+
+def unpack_many(
+    values: Sequence[bytes | None], *, fingerprint: str, vocab_size: int
+) -> list[TokenIds | CorruptEntryError | None]:
+    """Decode a batch of values (one request's L2 reply) with the checks of :func:`unpack_ids`.
+
+    ``None`` stays ``None``; a value that fails a check comes back as the
+    :class:`CorruptEntryError` that :func:`unpack_ids` raises for it (this function never
+    raises it). Cheaper than one :func:`unpack_ids` per value (measured here for 5 x 500
+    IDs: ~16 us -> ~9 us): the header is compared with the expected bytes, and the
+    vocabulary range is checked with ONE reduction over the whole batch.
+    """
+    width = id_width(vocab_size)
+    head, tag = _EXPECTED_HEAD[width], fingerprint_tag(fingerprint)
+    out: list[TokenIds | CorruptEntryError | None] = []
+    arrays: list[TokenIds] = []
+    for data in values:
+        if data is None:
+            out.append(None)
+            continue
+        if len(data) >= HEADER_SIZE and data[:4] == head and data[8:12] == tag:
+            count, crc = _COUNT_CRC.unpack_from(data, 4)
+            if (
+                len(data) == HEADER_SIZE + count * width
+                and zlib.crc32(memoryview(data)[HEADER_SIZE:]) == crc
+            ):
+                # Positional arguments: numpy parses them faster than keywords.
+                arr = (
+                    np.frombuffer(data, _U16, count, HEADER_SIZE)
+                    if width == 2
+                    else _decode(data, width, count)
+                )
+                arrays.append(arr)
+                out.append(arr)
+                continue
+        out.append(_error_of(data, fingerprint, width))
+    if arrays and vocab_size < _MAX_FOR_WIDTH[width]:
+        _check_vocab_batch(out, arrays, width, vocab_size)
+    return out
+
+
+def _error_of(data: bytes, fingerprint: str, width: int) -> CorruptEntryError:
+    """The precise error :func:`unpack_ids` raises for a value that failed a check."""
+    try:
+        unpack_ids(data, fingerprint=fingerprint, vocab_size=_MAX_FOR_WIDTH[width])
+    except CorruptEntryError as exc:
+        return exc
+    raise AssertionError("a value that failed a check decoded")  # pragma: no cover
+
+
+def _check_vocab_batch(
+    out: list[TokenIds | CorruptEntryError | None],
+    arrays: list[TokenIds],
+    width: int,
+    vocab_size: int,
+) -> None:
+    """Replace (in place) every array of ``out`` with an ID ``>= vocab_size`` by its error."""
+    if int(np.concatenate(arrays).max()) < vocab_size:
+        return
+    for i, arr in enumerate(out):
+        if isinstance(arr, np.ndarray):
+            try:
+                _check_vocab(arr, width, vocab_size)
+            except CorruptEntryError as exc:
+                out[i] = exc
 
 
 def _header(data: bytes) -> tuple[bytes, int, int, int, bytes, int]:

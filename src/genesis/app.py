@@ -1,0 +1,337 @@
+"""The composition root: settings in, a running Genesis out.
+
+Everything heavy (embedding model, tokenizers, stores, clients) is built once in
+:meth:`Genesis.warm_up` and closed in :meth:`Genesis.aclose`; the CLI and the server are thin
+shells around this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from genesis.agents import Agent
+from genesis.cache import RedisTokenStore, SqliteTokenStore, TokenCache, TokenStore
+from genesis.config import AgentProfile, Settings, load_settings, redact_url
+from genesis.errors import ConfigError, GenesisError, UnknownAgentError
+from genesis.knowledge import (
+    EmbeddedVectorStore,
+    IngestReport,
+    KnowledgeBase,
+    MiniLMEmbedder,
+    ScoredChunk,
+    VectorStore,
+)
+from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
+from genesis.observability import record_fallback
+from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
+from genesis.router import HALORouter, RouteDecision, cards_from_profiles
+from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+DEMO_KB = Path(__file__).resolve().parent / "demo_kb"
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(slots=True)
+class AskResult:
+    """An answer with the routing decision that chose its agent."""
+
+    agent: str
+    route_method: str
+    route_reason: str
+    route_confidence: float
+    answer: RAGAnswer
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Genesis:
+    """One process's Genesis: knowledge, token cache, agents, router, models."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home_path()
+        self._ready = False
+        self._closers: list[Callable[[], Any]] = []
+
+    @classmethod
+    def from_config(
+        cls,
+        env: str | None = None,
+        config_dir: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Genesis:
+        return cls(load_settings(env, config_dir, environ=environ, overrides=overrides))
+
+    async def __aenter__(self) -> Genesis:
+        await self.warm_up()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        """Build every component once; idempotent."""
+        if self._ready:
+            return
+        s = self.settings
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.embedder = MiniLMEmbedder()
+        self.tokenizer = await self._build_tokenizer()
+        self.encoder = SegmentEncoder(self.tokenizer)
+        self.store = self._build_store()
+        self.token_cache = TokenCache(
+            self.encoder,
+            self.store,
+            l1_max_bytes=s.cache.l1_max_bytes,
+            ttl_s=s.cache.ttl_s,
+            op_timeout_s=s.cache.op_timeout_s,
+            prefix=s.cache.prefix,
+        )
+        self.kb = KnowledgeBase(
+            self.home / "knowledge",
+            self.embedder,
+            self._build_vector_store(),
+            chunk_tokens=s.knowledge.chunk_tokens,
+            count_tokens=HFTokenizer.from_file(self.embedder.tokenizer_path).count,
+        )
+        self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
+        self.registry = self._build_registry(self.backend)
+        self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
+        self.router = HALORouter(
+            cards_from_profiles(s.agents.values()),
+            embed=self.embedder.embed_query,
+            threshold=s.router.threshold,
+            default_agent=s.router.default_agent,
+            registry=self.registry,
+        )
+        self._ready = True
+        await self._report_memory_policy()
+
+    async def aclose(self) -> None:
+        if not self._ready:
+            return
+        self._ready = False
+        await self.token_cache.aclose()
+        await self.registry.aclose()
+        await self.kb.aclose()
+
+    async def _build_tokenizer(self) -> Tokenizer:
+        kind = self.settings.tokenizer.kind
+        if kind == "embedder":
+            return HFTokenizer.from_file(self.embedder.tokenizer_path, name="all-minilm-l6-v2")
+        if kind == "hf":
+            if not self.settings.tokenizer.path:
+                raise ConfigError("tokenizer.path is required when tokenizer.kind is 'hf'")
+            return HFTokenizer.from_file(self.settings.tokenizer.path)
+        if not self.settings.llm.base_url:
+            raise ConfigError("llm.base_url is required when tokenizer.kind is 'remote'")
+        remote = RemoteTokenizer(
+            self.settings.llm.base_url,
+            self.settings.llm.default_model,
+            api_key=self.settings.llm.api_key,
+            vocab_size=self.settings.tokenizer.vocab_size,
+        )
+        await remote.warm_up()
+        return remote
+
+    def _build_store(self) -> TokenStore:
+        redis = self.settings.redis
+        if redis.url is not None:
+            url = redis.url.get_secret_value()
+            logger.info("token cache L2: Redis at %s", redact_url(url))
+            return RedisTokenStore.from_url(
+                url, pool_size=redis.pool_size, socket_timeout_s=redis.socket_timeout_s
+            )
+        # Embedded default: a file next to the knowledge base, so token IDs survive between
+        # CLI runs (an in-process dict would start cold every time).
+        return SqliteTokenStore(self.home / "token_cache.sqlite")
+
+    def _build_vector_store(self) -> VectorStore:
+        k = self.settings.knowledge
+        if k.vector_store == "embedded":
+            return EmbeddedVectorStore(self.home / "knowledge" / "vectors")
+        if not k.qdrant_url:
+            raise ConfigError("knowledge.qdrant_url is required when vector_store is 'qdrant'")
+        from qdrant_client import AsyncQdrantClient
+
+        from genesis.knowledge import QdrantVectorStore
+
+        key = k.qdrant_api_key.get_secret_value() if k.qdrant_api_key else None
+        return QdrantVectorStore(AsyncQdrantClient(url=k.qdrant_url, api_key=key))
+
+    def _build_registry(self, backend: LLMBackend) -> ModelRegistry:
+        llm = self.settings.llm
+        routes = {
+            name: ModelRoute(p.models.finetuned, p.models.baseline)
+            for name, p in self.settings.agents.items()
+        }
+        return ModelRegistry(
+            routes,
+            backend,
+            total_budget_s=llm.timeout_s,
+            attempt_timeout_s=min(llm.attempt_timeout_s, llm.timeout_s),
+            max_retries=llm.max_retries,
+            breaker_failures=llm.breaker_failures,
+            breaker_reset_s=llm.breaker_reset_s,
+            on_fallback=record_fallback,
+        )
+
+    async def _build_agent(self, profile: AgentProfile) -> Agent:
+        assembler = PromptAssembler(self.encoder, PromptTemplate(system=profile.system_prompt))
+        await assembler.warm_up()
+        extractive = self.settings.llm.backend == "extractive"
+        rag = TokenCachedRAG(
+            self.kb,
+            self.token_cache,
+            assembler,
+            self.backend.generate if extractive else self.registry.generator(profile.name),
+            default_model="extractive" if extractive else profile.models.baseline,
+            max_context_tokens=self.settings.llm.max_context_tokens,
+            cache_ttl_s=profile.cache_ttl_s,
+            retrieval=self.settings.knowledge.retrieval,
+        )
+        return Agent(profile, rag, timeout_s=self.settings.llm.timeout_s)
+
+    async def _report_memory_policy(self) -> None:
+        if self.settings.redis.url is None or not self.settings.redis.check_memory_policy:
+            return
+        report = await self.token_cache.check_memory_policy()
+        warning = report.get("warning")
+        if warning:
+            logger.warning("Redis memory policy: %s", warning)
+
+    # -- knowledge -----------------------------------------------------------------------
+
+    async def ensure_demo(self, progress: Progress | None = None) -> dict[str, IngestReport]:
+        """Ingest the packaged demo knowledge base (unchanged files cost nothing)."""
+        if not self.settings.knowledge.demo_collections:
+            return {}
+        collections = sorted({p.collection for p in self.settings.agents.values()})
+        reports = {}
+        for name in collections:
+            folder = DEMO_KB / name
+            if folder.is_dir():
+                reports[name] = await self.ingest(folder, name, progress=progress)
+        return reports
+
+    async def ingest(
+        self, path: str | Path, collection: str, *, progress: Progress | None = None
+    ) -> IngestReport:
+        """Ingest a folder; new chunks are tokenized into the cache ahead of traffic."""
+        report = await self.kb.ingest(Path(path), collection, progress=progress)
+        if report.chunks_added:
+            await self.cache_warm(collection)
+        return report
+
+    async def search(
+        self, query: str, collection: str, *, top_k: int = 5, mode: str = "hybrid"
+    ) -> list[ScoredChunk]:
+        return await self.kb.search(query, collection, top_k, mode=mode)  # type: ignore[arg-type]
+
+    # -- agents --------------------------------------------------------------------------
+
+    def agent(self, name: str) -> Agent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents))
+            raise UnknownAgentError(f"unknown agent {name!r}; known agents: {known}") from None
+
+    def route(self, text: str, *, agent: str | None = None) -> RouteDecision:
+        return self.router.route(text, agent=agent)
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        agent: str | None = None,
+        collection: str | None = None,
+        top_k: int | None = None,
+    ) -> AskResult:
+        """Route (unless ``agent`` is given) and answer through the token-cached pipeline."""
+        began = time.perf_counter()
+        decision = self.route(question, agent=agent)
+        route_ms = (time.perf_counter() - began) * 1000.0
+        answer = await self.agent(decision.agent).answer(
+            question, top_k=top_k, collection=collection
+        )
+        # Routing embeds the question first (the pipeline then hits the query-embedding
+        # cache), so its time belongs in the waterfall.
+        stages = answer.timings_ms
+        total = stages.pop("total") + route_ms
+        answer.timings_ms = {"route": round(route_ms, 3), **stages, "total": round(total, 3)}
+        return AskResult(
+            decision.agent, decision.method, decision.reason, decision.confidence, answer
+        )
+
+    def describe_agents(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": p.name,
+                "description": p.description,
+                "collection": p.collection,
+                "task": p.task,
+                "top_k": p.top_k,
+                "cache_ttl_s": p.cache_ttl_s,
+                "models": p.models.model_dump(),
+            }
+            for p in self.settings.agents.values()
+        ]
+
+    # -- cache ---------------------------------------------------------------------------
+
+    async def cache_stats(self) -> dict[str, Any]:
+        stats = self.token_cache.stats().as_dict()
+        stats["store"] = type(self.store).__name__
+        return stats
+
+    async def cache_warm(self, collection: str | None = None) -> dict[str, int]:
+        """Tokenize every chunk of ``collection`` (or all) into the cache."""
+        names = [collection] if collection else sorted(await self.kb.collections())
+        assembler = next(iter(self.agents.values()))._rag.assembler
+        warmed: dict[str, int] = {}
+        for name in names:
+            chunks = await self.kb.all_chunks(name)
+            texts = [assembler.chunk_segment_text(c) for c in chunks]
+            warmed[name] = await self.token_cache.warm(name, texts)
+        await self.token_cache.flush()
+        return warmed
+
+    async def cache_clear(self, collection: str | None = None) -> dict[str, int]:
+        names = [collection] if collection else sorted(await self.kb.collections())
+        return {name: await self.token_cache.invalidate(name) for name in names}
+
+    # -- health --------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """Readiness: each component's state; ``degraded`` when the cache runs without L2."""
+        began = time.perf_counter()
+        checks: dict[str, Any] = {}
+        try:
+            checks["collections"] = await self.kb.collections()
+            checks["knowledge"] = "ok"
+        except GenesisError as exc:
+            checks["knowledge"] = f"down: {exc}"
+        stats = self.token_cache.stats()
+        breaker = stats.breaker_state
+        checks["token_cache"] = {"store": type(self.store).__name__, "breaker": breaker}
+        checks["llm"] = {"backend": self.settings.llm.backend}
+        status = "ok"
+        if checks["knowledge"] != "ok":
+            status = "down"
+        elif breaker != "closed":
+            status = "degraded"
+        checks["status"] = status
+        checks["elapsed_ms"] = round((time.perf_counter() - began) * 1000, 3)
+        return checks

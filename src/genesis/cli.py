@@ -1,0 +1,311 @@
+"""The ``genesis`` command line: ask, ingest, search, route, cache, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from genesis.errors import GenesisError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Genesis: token-cached RAG agents. Runs offline on embedded defaults.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+cache_app = typer.Typer(help="Inspect, warm or clear the token cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+out = Console()
+err = Console(stderr=True)
+
+_state: dict[str, Any] = {}
+
+EnvOpt = Annotated[str | None, typer.Option("--env", help="dev | staging | production")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config-dir", help="Folder with {env}.yaml (default: packaged)")
+]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="State folder (GENESIS_HOME)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override one key: section.key=value")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="Collection name")]
+
+
+@app.callback()
+def main(
+    env: EnvOpt = None,
+    config_dir: ConfigOpt = None,
+    home: HomeOpt = None,
+    set_: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Global options apply to every command."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    overrides: dict[str, Any] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set expects section.key=value, got {item!r}")
+        overrides[key.strip()] = value
+    if home is not None:
+        overrides["home"] = str(home)
+    _state.update(env=env, config_dir=config_dir, overrides=overrides)
+
+
+def _open() -> Any:
+    from genesis.app import Genesis
+
+    return Genesis.from_config(
+        env=_state.get("env"),
+        config_dir=_state.get("config_dir"),
+        overrides=_state.get("overrides"),
+    )
+
+
+def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the app, run ``work(app)``, close it; GenesisError -> exit 2 with the message."""
+
+    async def go() -> T:
+        genesis = _open()
+        try:
+            await genesis.warm_up()
+            return await work(genesis)
+        finally:
+            await genesis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except GenesisError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int, str], None]]:
+    """A rich progress bar on stderr, fed by ``callback(done, total, current)``."""
+    if quiet:
+        yield lambda done, total, current: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}", style="dim"),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(description, total=None, current="")
+
+        def update(done: int, total: int, current: str) -> None:
+            bar.update(task, completed=done, total=total, current=current[-50:])
+
+        yield update
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(_plain(value), indent=2, ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer")],
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Agent name")] = None,
+    collection: CollectionOpt = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, max=50)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question through an agent (ingests the demo knowledge base on first run)."""
+
+    async def work(genesis: Any) -> Any:
+        with _progress("Preparing demo knowledge base", as_json) as progress:
+            await genesis.ensure_demo(progress=progress)
+        return await genesis.ask(question, agent=agent, collection=collection, top_k=top_k)
+
+    result = _run(work)
+    if as_json:
+        out.print_json(_dump(result.as_dict()))
+        return
+    _print_answer(result)
+
+
+def _print_answer(result: Any) -> None:
+    answer = result.answer
+    out.print(f"[bold]{result.agent}[/] [dim]({result.route_reason})[/]\n")
+    out.print(answer.answer, highlight=False)
+    if answer.sources:
+        out.print("\n[bold]Sources[/]")
+        for src in answer.sources:
+            heading = f" — {src.heading}" if src.heading else ""
+            out.print(f"  [{src.number}] {src.source}{heading}", highlight=False)
+    usage = answer.usage
+    kind = "extractive (no LLM configured)" if answer.extractive else f"model {answer.model}"
+    out.print(
+        f"\n[dim]{usage.prompt_tokens} prompt tokens, {usage.cached_tokens} from cache "
+        f"({usage.chunks_from_cache}/{usage.chunks_in_prompt} chunks); {kind}; "
+        f"{answer.timings_ms['total']:.1f} ms[/]",
+        highlight=False,
+    )
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder of Markdown, text and source files")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest a folder into a collection (unchanged files cost nothing)."""
+
+    async def work(genesis: Any) -> Any:
+        with _progress(f"Ingesting into {collection}", as_json) as progress:
+            return await genesis.ingest(path, collection, progress=progress)
+
+    report = _run(work)
+    if as_json:
+        out.print_json(_dump(report))
+        return
+    out.print(_dump(report), highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=100)] = 5,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid | dense | bm25")] = "hybrid",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the ranked chunks retrieval finds, with source, heading and score."""
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise typer.BadParameter(f"--mode must be hybrid, dense or bm25, not {mode!r}")
+
+    async def work(genesis: Any) -> Any:
+        await genesis.ensure_demo(progress=None)
+        return await genesis.search(query, collection, top_k=top_k, mode=mode)
+
+    hits = _run(work)
+    rows = [
+        {
+            "rank": h.rank,
+            "score": round(h.score, 6),
+            "source": h.chunk.source,
+            "heading": h.chunk.heading,
+            "chunk_id": h.chunk.id,
+            "scores": {k: round(v, 6) for k, v in h.scores.items()},
+            "text": h.chunk.text,
+        }
+        for h in hits
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("rank", "score", "source", "heading")
+    for row in rows:
+        table.add_row(str(row["rank"]), f"{row['score']:.4f}", row["source"], row["heading"])
+    out.print(table)
+
+
+@app.command()
+def route(
+    text: Annotated[str, typer.Argument(help="A task, in words")],
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which agent the HALO router picks for a task, and why."""
+
+    async def work(genesis: Any) -> Any:
+        return genesis.route(text, agent=agent)
+
+    decision = _run(work)
+    payload = {
+        "agent": decision.agent,
+        "confidence": round(decision.confidence, 4),
+        "reason": decision.reason,
+    }
+    if as_json:
+        out.print_json(json.dumps(payload))
+        return
+    out.print(f"{payload['agent']}  confidence {payload['confidence']}  ({payload['reason']})")
+
+
+@cache_app.command("stats")
+def cache_stats(as_json: JsonOpt = False) -> None:
+    """Token cache statistics (entries, bytes, hits and misses by tier, breaker)."""
+
+    async def work(genesis: Any) -> Any:
+        return await genesis.cache_stats()
+
+    stats = _run(work)
+    out.print_json(_dump(stats)) if as_json else out.print(_dump(stats), highlight=False)
+
+
+@cache_app.command("warm")
+def cache_warm(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
+    """Tokenize every chunk of a collection (or all) into the cache ahead of traffic."""
+
+    async def work(genesis: Any) -> Any:
+        await genesis.ensure_demo(progress=None)
+        return await genesis.cache_warm(collection)
+
+    result = _run(work)
+    out.print_json(_dump(result)) if as_json else out.print(_dump(result), highlight=False)
+
+
+@cache_app.command("clear")
+def cache_clear(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
+    """Drop the cached token IDs of a collection (or of all collections)."""
+
+    async def work(genesis: Any) -> Any:
+        return await genesis.cache_clear(collection)
+
+    result = _run(work)
+    out.print_json(_dump(result)) if as_json else out.print(_dump(result), highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+) -> None:
+    """Serve the HTTP API (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from genesis.server import create_app
+
+    genesis = _open()
+    settings = genesis.settings
+    uvicorn.run(
+        create_app(genesis),
+        host=host or settings.server.host,
+        port=port if port is not None else settings.server.port,
+        log_level="info",
+    )

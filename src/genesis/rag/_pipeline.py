@@ -1,0 +1,279 @@
+"""retrieve -> tokens -> assemble -> generate, in one call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from genesis.knowledge import Chunk, ScoredChunk
+from genesis.llm import Citation, Generation, GenerationRequest
+from genesis.observability import StageTimer, record_cache_lookups, record_stages
+from genesis.rag._assembly import AssembledPrompt, PromptAssembler
+
+logger = logging.getLogger(__name__)
+
+Generate = Callable[[GenerationRequest], Awaitable[Generation]]
+RetrievalMode = Literal["hybrid", "dense", "bm25"]
+
+
+class _Retriever(Protocol):
+    def embed_query(self, text: str) -> Any: ...
+
+    async def search_vector(
+        self, vector: Any, query: str, collection: str, top_k: int, mode: RetrievalMode
+    ) -> list[ScoredChunk]: ...
+
+
+class _TokenLookup(Protocol):
+    async def get_many(
+        self,
+        collection: str,
+        texts: Sequence[str],
+        hashes: Sequence[str] | None = None,
+        *,
+        ttl_s: float | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A numbered source of an answer, as shown to the user."""
+
+    number: int
+    source: str
+    heading: str
+    chunk_id: str
+    score: float
+
+
+@dataclass(slots=True)
+class RAGUsage:
+    """Where the prompt's tokens came from.
+
+    ``cached_tokens`` counts tokens not tokenized for this request: the template pieces
+    (tokenized once at start) plus chunk segments served from L1 or Redis.
+    """
+
+    prompt_tokens: int
+    cached_tokens: int
+    template_tokens: int
+    chunk_tokens: int
+    chunk_tokens_from_cache: int
+    query_tokens: int
+    completion_tokens: int
+    chunks_retrieved: int
+    chunks_in_prompt: int
+    chunks_from_cache: int
+
+
+@dataclass(slots=True)
+class RAGAnswer:
+    answer: str
+    sources: list[Source]
+    usage: RAGUsage
+    timings_ms: dict[str, float]
+    model: str
+    extractive: bool
+    collection: str
+    cache_tiers: dict[str, int] = field(default_factory=dict)
+    prompt_text: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TokenCachedRAG:
+    """The token-cached RAG core: one ``answer()`` call per question.
+
+    Stage timings (ms) are reported under ``embed``, ``search``, ``tokens``, ``assemble``,
+    ``generate`` and ``total``.
+    """
+
+    def __init__(
+        self,
+        retriever: _Retriever,
+        token_cache: _TokenLookup,
+        assembler: PromptAssembler,
+        generate: Generate,
+        *,
+        default_model: str = "baseline",
+        max_context_tokens: int = 4096,
+        cache_ttl_s: float | None = None,
+        retrieval: RetrievalMode = "hybrid",
+    ) -> None:
+        self._retriever = retriever
+        self._cache = token_cache
+        self._assembler = assembler
+        self._generate = generate
+        self._default_model = default_model
+        self._max_context = max_context_tokens
+        self._ttl_s = cache_ttl_s
+        self._mode = retrieval
+
+    @property
+    def assembler(self) -> PromptAssembler:
+        return self._assembler
+
+    async def answer(
+        self,
+        query: str,
+        collection: str,
+        *,
+        top_k: int = 5,
+        budget_tokens: int | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.2,
+        model: str | None = None,
+        mode: RetrievalMode | None = None,
+        generate: Generate | None = None,
+        timeout_s: float = 30.0,
+        include_prompt: bool = False,
+    ) -> RAGAnswer:
+        """Answer ``query`` from ``collection``; see :class:`RAGAnswer`."""
+        query = _check_query(query)
+        timer = StageTimer()
+        hits = await self._retrieve(query, collection, top_k, mode or self._mode, timer)
+        chunks = [hit.chunk for hit in hits]
+        with timer.stage("tokens"):
+            lookup = await self._cache.get_many(
+                collection,
+                [self._assembler.chunk_segment_text(c) for c in chunks],
+                ttl_s=self._ttl_s,
+            )
+        budget = self._budget(budget_tokens, max_tokens)
+        with timer.stage("assemble"):
+            prompt = await self._assembler.assemble(query, chunks, lookup.ids, budget_tokens=budget)
+        request = self._request(query, prompt, hits, model, max_tokens, temperature, timeout_s)
+        with timer.stage("generate"):
+            generation = await (generate or self._generate)(request)
+        result = self._result(query, collection, hits, lookup, prompt, generation, timer)
+        if include_prompt:
+            result.prompt_text = prompt.text
+        record_cache_lookups(list(lookup.tiers))
+        record_stages(result.timings_ms)
+        return result
+
+    def answer_sync(self, query: str, collection: str, **kwargs: Any) -> RAGAnswer:
+        """Blocking wrapper around :meth:`answer` (not for use inside a running loop)."""
+        return asyncio.run(self.answer(query, collection, **kwargs))
+
+    async def _retrieve(
+        self, query: str, collection: str, top_k: int, mode: RetrievalMode, timer: StageTimer
+    ) -> list[ScoredChunk]:
+        with timer.stage("embed"):
+            vector = self._retriever.embed_query(query) if mode != "bm25" else None
+        with timer.stage("search"):
+            return await self._retriever.search_vector(vector, query, collection, top_k, mode)
+
+    def _budget(self, budget_tokens: int | None, max_tokens: int) -> int:
+        room = self._max_context - max_tokens
+        return min(budget_tokens, room) if budget_tokens else room
+
+    def _request(
+        self,
+        query: str,
+        prompt: AssembledPrompt,
+        hits: list[ScoredChunk],
+        model: str | None,
+        max_tokens: int,
+        temperature: float,
+        timeout_s: float,
+    ) -> GenerationRequest:
+        contexts, texts = _contexts(prompt)
+        return GenerationRequest(
+            model=model or self._default_model,
+            query=query,
+            messages=self._assembler.messages(prompt),
+            prompt_ids=prompt.ids,
+            contexts=contexts,
+            context_texts=texts,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout_s=timeout_s,
+        )
+
+    def _result(
+        self,
+        query: str,
+        collection: str,
+        hits: list[ScoredChunk],
+        lookup: Any,
+        prompt: AssembledPrompt,
+        generation: Generation,
+        timer: StageTimer,
+    ) -> RAGAnswer:
+        scores = {hit.chunk.id: hit.score for hit in hits}
+        tiers = dict(zip((h.chunk.id for h in hits), lookup.tiers, strict=True))
+        included = [(item.number, item.chunk) for item in prompt.included]
+        sources = [
+            Source(n, c.source, c.heading, c.id, round(scores.get(c.id, 0.0), 6))
+            for n, c in included
+        ]
+        cited = {c.number for c in generation.citations}
+        if cited:
+            sources = [s for s in sources if s.number in cited]
+        usage = _usage(prompt, lookup, tiers, included, len(hits), generation)
+        return RAGAnswer(
+            answer=generation.text,
+            sources=sources,
+            usage=usage,
+            timings_ms=timer.as_dict(),
+            model=generation.model,
+            extractive=generation.extractive,
+            collection=collection,
+            cache_tiers=_count(lookup.tiers),
+        )
+
+
+def _check_query(query: str) -> str:
+    cleaned = query.strip()
+    if not cleaned:
+        raise ValueError("query is empty")
+    return cleaned
+
+
+def _contexts(prompt: AssembledPrompt) -> tuple[list[Citation], list[str]]:
+    contexts = [
+        Citation(item.number, item.chunk.id, item.chunk.source, item.chunk.heading)
+        for item in prompt.included
+    ]
+    return contexts, [item.chunk.text for item in prompt.included]
+
+
+def _usage(
+    prompt: AssembledPrompt,
+    lookup: Any,
+    tiers: dict[str, str],
+    included: list[tuple[int, Chunk]],
+    retrieved: int,
+    generation: Generation,
+) -> RAGUsage:
+    counts = prompt.token_counts
+    chunk_tokens = int(counts.get("chunks", 0))
+    by_id = {c.id: c for _, c in included}
+    lengths = dict(zip(tiers, (len(ids) for ids in lookup.ids), strict=True))
+    from_cache = [cid for cid in by_id if tiers.get(cid) in ("l1", "l2")]
+    cached_chunk_tokens = min(sum(lengths[cid] for cid in from_cache), chunk_tokens)
+    template = int(counts.get("template", counts.get("system", 0)))
+    return RAGUsage(
+        prompt_tokens=len(prompt.ids),
+        cached_tokens=template + cached_chunk_tokens,
+        template_tokens=template,
+        chunk_tokens=chunk_tokens,
+        chunk_tokens_from_cache=cached_chunk_tokens,
+        query_tokens=int(counts.get("query", 0)),
+        completion_tokens=generation.usage.completion_tokens,
+        chunks_retrieved=retrieved,
+        chunks_in_prompt=len(included),
+        chunks_from_cache=len(from_cache),
+    )
+
+
+def _count(tiers: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for tier in tiers:
+        out[tier] = out.get(tier, 0) + 1
+    return out
