@@ -66,3 +66,20 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 def redis_prefix() -> str:
     """A key prefix unique to one test, so tests never see each other's keys."""
     return f"gtest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GENESIS_HOME with the demo knowledge base ingested once for the whole run."""
+    import asyncio
+
+    from genesis.app import Genesis
+
+    home = tmp_path_factory.mktemp("demo-home")
+
+    async def ingest() -> None:
+        async with Genesis.from_config("dev", environ={}, overrides={"home": str(home)}) as g:
+            await g.ensure_demo()
+
+    asyncio.run(ingest())
+    return home

@@ -19,9 +19,10 @@ def _genesis_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "genesis"]
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("genesis-home")
+@pytest.fixture
+def home(demo_home: Path) -> Path:
+    """The session's pre-ingested home (the first-run path has its own test)."""
+    return demo_home
 
 
 def run(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,9 +38,10 @@ def run(home: Path, *args: str, cwd: Path | None = None) -> subprocess.Completed
     )
 
 
-def test_ask_answers_from_the_demo_knowledge_base(home: Path, tmp_path: Path) -> None:
-    # From an unrelated working directory, on a fresh GENESIS_HOME.
-    done = run(home, "ask", "How do I rotate an API key?", cwd=tmp_path)
+def test_main_job_on_a_fresh_home_from_any_directory(tmp_path: Path) -> None:
+    fresh, elsewhere = tmp_path / "home", tmp_path / "somewhere"
+    elsewhere.mkdir()
+    done = run(fresh, "ask", "How do I rotate an API key?", cwd=elsewhere)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "support" in out.splitlines()[0]

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,9 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("server-home")
-    genesis = Genesis.from_config(environ={}, overrides={"home": str(home)})
+def base_url(demo_home: Path) -> Iterator[str]:
+    genesis = Genesis.from_config("dev", environ={}, overrides={"home": str(demo_home)})
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -1,0 +1,71 @@
+"""The composed application: six agents over their own collections, each with its own TTL."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from genesis.app import Genesis
+from genesis.errors import UnknownAgentError
+
+pytestmark = [pytest.mark.slow]
+
+QUESTIONS = {
+    "support": "How do I rotate an API key?",
+    "documentation": "How does pagination work?",
+    "business_generation": "Draft a one-page plan for a bike repair van",
+    "qa": "How should I name pytest tests?",
+    "code_review": "Why are mutable default arguments a bug?",
+    "se_darwin": "How do I speed up membership tests?",
+}
+
+
+@pytest.mark.integration
+async def test_every_agent_answers_from_its_collection_with_its_own_ttl(
+    demo_home: Path, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    overrides = {
+        "home": str(demo_home),
+        "redis.url": "redis://127.0.0.1:6379/0",
+        "cache.prefix": redis_prefix[:16],
+    }
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
+        assert type(genesis.store).__name__ == "RedisTokenStore"
+        for name, question in QUESTIONS.items():
+            profile = genesis.settings.agents[name]
+            answer = await genesis.agent(name).answer(question)
+            await genesis.token_cache.flush()
+            assert answer.collection == profile.collection
+            assert answer.cache_tiers == {"miss": answer.usage.chunks_retrieved}
+            keys = [k async for k in redis_client.scan_iter(f"{redis_prefix[:16]}:{name}:*")]
+            assert keys, f"{name}: nothing written back to Redis"
+            ttls = {await redis_client.ttl(k) for k in keys}
+            assert all(abs(t - profile.cache_ttl_s) <= 5 for t in ttls), (name, ttls)
+            again = await genesis.agent(name).answer(question)
+            assert again.usage.chunks_from_cache == again.usage.chunks_in_prompt
+        await genesis.cache_clear()
+
+
+async def test_routing_and_unknown_agents(demo_home: Path) -> None:
+    async with Genesis.from_config("dev", environ={}, overrides={"home": str(demo_home)}) as g:
+        result = await g.ask("I was charged twice, can I get a refund?")
+        assert result.agent == "support"
+        assert result.route_method == "rule"
+        assert list(result.answer.timings_ms)[0] == "route"
+        assert math.isclose(
+            result.answer.timings_ms["total"],
+            sum(v for k, v in result.answer.timings_ms.items() if k != "total"),
+            rel_tol=0.5,
+        )
+        with pytest.raises(UnknownAgentError, match="known agents: business_generation"):
+            g.agent("nobody")
+
+
+async def test_health_reports_collections(demo_home: Path) -> None:
+    async with Genesis.from_config("dev", environ={}, overrides={"home": str(demo_home)}) as g:
+        report = await g.health()
+    assert report["status"] == "ok"
+    assert set(report["collections"]) >= set(QUESTIONS)
