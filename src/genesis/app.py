@@ -299,7 +299,7 @@ class Genesis:
     async def cache_warm(self, collection: str | None = None) -> dict[str, int]:
         """Tokenize every chunk of ``collection`` (or all) into the cache."""
         names = [collection] if collection else sorted(await self.kb.collections())
-        assembler = next(iter(self.agents.values()))._rag.assembler
+        assembler = next(iter(self.agents.values())).rag.assembler
         warmed: dict[str, int] = {}
         for name in names:
             chunks = await self.kb.all_chunks(name)

@@ -177,6 +177,46 @@ def _print_answer(result: Any) -> None:
     )
 
 
+@app.command("run")
+def run_task(
+    agent: Annotated[str, typer.Argument(help="Agent name (its profile says the task)")],
+    input_file: Annotated[
+        Path, typer.Argument(help="The task input: a brief, source code or a diff ('-' = stdin)")
+    ],
+    tests: Annotated[
+        Path | None, typer.Option("--tests", help="Tests file (se_darwin: what to pass)")
+    ] = None,
+    filename: Annotated[str | None, typer.Option("--filename", help="Name for a source")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an agent's task: plan (business_generation), tests (qa), review (code_review),
+    evolve (se_darwin) or answer (support, documentation)."""
+    text = sys.stdin.read() if str(input_file) == "-" else _read_file(input_file)
+    extra: dict[str, Any] = {}
+    if tests is not None:
+        extra["tests"] = _read_file(tests)
+    if filename is not None:
+        extra["filename"] = filename
+
+    async def work(genesis: Any) -> Any:
+        await genesis.ensure_demo(progress=None)
+        return await genesis.agent(agent).run(text, **extra)
+
+    result = _run(work)
+    payload = result.as_dict()
+    if as_json:
+        out.print_json(_dump(payload))
+        return
+    out.print(_dump(payload), highlight=False)
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="Folder of Markdown, text and source files")],

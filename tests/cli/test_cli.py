@@ -123,3 +123,18 @@ def test_bad_input_gets_a_clear_error(home: Path, tmp_path: Path) -> None:
     bad_collection = run(home, "search", "x", "--collection", "Bad Name!")
     assert bad_collection.returncode == 2
     assert "Bad Name!" in bad_collection.stderr
+
+
+def test_run_code_review_on_a_diff(home: Path, tmp_path: Path) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(
+        "diff --git a/app/db.py b/app/db.py\n--- a/app/db.py\n+++ b/app/db.py\n"
+        "@@ -1,2 +1,5 @@\n import sqlite3\n+def find(conn, name, seen=[]):\n"
+        "+    return conn.execute(f\"SELECT * FROM users WHERE name = '{name}'\")\n"
+    )
+    done = run(home, "run", "code_review", str(diff), "--json")
+    assert done.returncode == 0, done.stderr
+    findings = json.loads(done.stdout)["findings"]
+    rules = {(f["file"], f["line"], f["rule"]) for f in findings}
+    assert ("app/db.py", 2, "mutable-default") in rules
+    assert ("app/db.py", 3, "sql-injection") in rules

@@ -107,3 +107,13 @@ def test_route_and_metrics(client: httpx.Client) -> None:
     assert "genesis_requests_total" in metrics
     assert "genesis_stage_ms_bucket" in metrics
     assert "genesis_token_cache_lookups_total{tier=" in metrics
+
+
+def test_agent_task_endpoint_runs_the_review(client: httpx.Client) -> None:
+    source = "def add(x, items=[]):\n    items.append(x)\n    return items\n"
+    response = client.post(
+        "/v1/agents/code_review/run", json={"input": source, "filename": "lib.py"}
+    )
+    assert response.status_code == 200, response.text
+    findings = response.json()["findings"]
+    assert any(f["rule"] == "mutable-default" and f["line"] == 1 for f in findings)

@@ -85,7 +85,7 @@ class Agent:
         self._timeout_s = timeout_s
         # TokenCachedRAG has no public accessor for its generator; tasks wrap it to see the
         # chunk texts that went into the prompt.
-        self._generate: Generate = generate or rag._generate
+        self._generate: Generate = generate or rag.generator
         self._limits = sandbox_limits or SandboxLimits()
         self._generations = darwin_generations
         self._population = darwin_population

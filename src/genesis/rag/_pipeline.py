@@ -117,6 +117,11 @@ class TokenCachedRAG:
     def assembler(self) -> PromptAssembler:
         return self._assembler
 
+    @property
+    def generator(self) -> Generate:
+        """The default ``request -> Generation`` callable (a per-call one may replace it)."""
+        return self._generate
+
     async def answer(
         self,
         query: str,

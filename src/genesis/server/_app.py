@@ -51,6 +51,12 @@ class ChatBody(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
+class RunBody(BaseModel):
+    input: str = Field(min_length=1, max_length=200_000)
+    tests: str | None = Field(None, max_length=200_000)
+    filename: str | None = Field(None, max_length=500)
+
+
 class CacheBody(BaseModel):
     collection: str | None = None
 
@@ -136,6 +142,12 @@ def _add_routes(app: FastAPI, genesis: Any) -> None:
     async def query(agent: str, body: QueryBody, response: Response) -> dict[str, Any]:
         result = await _answer(genesis, body.question, agent, body.top_k)
         _timed(response, result)
+        return result.as_dict()  # type: ignore[no-any-return]
+
+    @app.post("/v1/agents/{agent}/run")
+    async def run(agent: str, body: RunBody) -> dict[str, Any]:
+        extra = {k: v for k, v in (("tests", body.tests), ("filename", body.filename)) if v}
+        result = await genesis.agent(agent).run(body.input, **extra)
         return result.as_dict()  # type: ignore[no-any-return]
 
     @app.post("/v1/route")
