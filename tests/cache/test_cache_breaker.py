@@ -24,7 +24,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def breaker(clock: FakeClock) -> CircuitBreaker:
-    return CircuitBreaker(failure_threshold=3, reset_timeout_s=5.0, clock=clock)
+    return CircuitBreaker(
+        failure_threshold=3, reset_timeout_s=5.0, clock=clock, name="token-cache-l2"
+    )
 
 
 def test_opens_after_consecutive_failures_only(breaker: CircuitBreaker) -> None:
@@ -88,7 +90,7 @@ def test_a_probe_that_never_reports_is_replaced(breaker: CircuitBreaker, clock: 
 def test_state_changes_are_logged(
     breaker: CircuitBreaker, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="genesis.cache._breaker"):
+    with caplog.at_level(logging.WARNING, logger="genesis._breaker"):
         for _ in range(3):
             breaker.record_failure()
         clock.now = 5.0
@@ -103,5 +105,5 @@ def test_state_changes_are_logged(
 
 @pytest.mark.parametrize(("threshold", "reset"), [(0, 1.0), (1, 0.0)])
 def test_bad_settings_are_refused(threshold: int, reset: float) -> None:
-    with pytest.raises(ValueError, match="failure_threshold"):
+    with pytest.raises(ValueError, match="failure_threshold|reset_timeout_s"):
         CircuitBreaker(failure_threshold=threshold, reset_timeout_s=reset)

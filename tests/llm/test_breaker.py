@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genesis.llm import CircuitBreaker
+from genesis.llm import KeyedCircuitBreaker as CircuitBreaker
 
 
 class Clock:

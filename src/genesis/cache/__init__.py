@@ -10,7 +10,7 @@ Typical wiring (once, in a lifespan)::
     await cache.aclose()
 """
 
-from genesis.cache._breaker import BreakerState, CircuitBreaker
+from genesis._breaker import BreakerState, CircuitBreaker
 from genesis.cache._cache import CacheLookup, CacheStats, TokenCache
 from genesis.cache._l1 import L1Cache
 from genesis.cache._redis import RedisTokenStore

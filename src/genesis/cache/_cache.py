@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from genesis.cache._breaker import BreakerState, CircuitBreaker
+from genesis._breaker import BreakerState, CircuitBreaker
 from genesis.cache._deadline import within
 from genesis.cache._keys import HashMemo, check_hash, collection_prefix, make_key
 from genesis.cache._l1 import L1Cache
@@ -118,7 +118,7 @@ class TokenCache:
         self._store = store
         self._l1 = L1Cache(l1_max_bytes)
         self._ttl_s = ttl_s
-        self._breaker = breaker or CircuitBreaker(clock=clock)
+        self._breaker = breaker or CircuitBreaker(clock=clock, name="token-cache-l2")
         self._op_timeout_s = op_timeout_s
         self._prefix = prefix
         self._fingerprint = tokenizer.fingerprint

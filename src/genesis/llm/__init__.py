@@ -1,7 +1,7 @@
 """LLM backends (vLLM token-ID completions, chat API, offline extractive) and the model
 registry with retries, circuit breakers and fine-tuned -> baseline fallback."""
 
-from genesis.llm._breaker import BreakerState, CircuitBreaker
+from genesis._breaker import BreakerState, KeyedCircuitBreaker
 from genesis.llm._extractive import ExtractiveBackend
 from genesis.llm._factory import BackendKind, build_backend
 from genesis.llm._openai import ChatBackend, CompletionsBackend
@@ -20,11 +20,11 @@ __all__ = [
     "BreakerState",
     "ChatBackend",
     "Citation",
-    "CircuitBreaker",
     "CompletionsBackend",
     "ExtractiveBackend",
     "Generation",
     "GenerationRequest",
+    "KeyedCircuitBreaker",
     "LLMBackend",
     "Message",
     "ModelRegistry",

@@ -21,6 +21,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from genesis._breaker import KeyedCircuitBreaker
 from genesis.errors import (
     AllModelsFailedError,
     CircuitOpenError,
@@ -31,7 +32,6 @@ from genesis.errors import (
     LLMTimeoutError,
     UnknownAgentError,
 )
-from genesis.llm._breaker import CircuitBreaker
 from genesis.llm._types import Generation, GenerationRequest, LLMBackend, Message
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class ModelRegistry:
         backoff_jitter_s: float = 0.1,
         breaker_failures: int = 3,
         breaker_reset_s: float = 30.0,
-        breaker: CircuitBreaker | None = None,
+        breaker: KeyedCircuitBreaker | None = None,
         on_fallback: FallbackHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -114,7 +114,9 @@ class ModelRegistry:
         self._attempt_timeout = attempt_timeout_s
         self._max_retries = max_retries
         self._wait = exponential_jitter(backoff_base_s, backoff_max_s, backoff_jitter_s, rng)
-        self._breaker = breaker or CircuitBreaker(breaker_failures, breaker_reset_s, clock=clock)
+        self._breaker = breaker or KeyedCircuitBreaker(
+            breaker_failures, breaker_reset_s, clock=clock
+        )
         self._on_fallback = on_fallback
         self._clock = clock
         self._sleep = sleep
@@ -125,7 +127,7 @@ class ModelRegistry:
         return sorted(self._routes)
 
     @property
-    def breaker(self) -> CircuitBreaker:
+    def breaker(self) -> KeyedCircuitBreaker:
         return self._breaker
 
     @property

@@ -1,0 +1,133 @@
+"""The circuit breaker shared by the token cache (one circuit for L2) and the model registry
+(one circuit per model).
+
+Why not ``purgatory`` (a well-kept asyncio breaker): its state model reads ``time.time()``
+directly (no injectable clock, so tests would sleep through reset timeouts), lets every
+concurrent request through while half-open instead of one probe, and routes each transition
+through an async unit of work and message bus, heavier than the ~1 us this check may cost on
+the hot path. This one is synchronous, single-probe and clock-injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+BreakerState = Literal["closed", "open", "half_open"]
+Clock = Callable[[], float]
+
+
+class CircuitBreaker:
+    """closed -> (``failure_threshold`` consecutive failures) -> open -> (``reset_timeout_s``
+    later) half_open: ONE probe is let through; its success closes the circuit, its failure
+    opens it again. A probe that never reports (cancelled) is replaced after another
+    ``reset_timeout_s``, so a lost probe cannot wedge the circuit.
+
+    Callers ask :meth:`allow` before an operation and report :meth:`record_success` or
+    :meth:`record_failure` after it. Not thread-safe (one event loop).
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        reset_timeout_s: float = 5.0,
+        *,
+        clock: Clock = time.monotonic,
+        name: str = "circuit",
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
+        if reset_timeout_s <= 0:
+            raise ValueError(f"reset_timeout_s must be > 0, got {reset_timeout_s}")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout_s = reset_timeout_s
+        self.name = name
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_at: float | None = None
+        self.opened_count = 0
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at < self.reset_timeout_s:
+            return "open"
+        return "half_open"
+
+    def allow(self) -> bool:
+        """Whether the next operation may run (when half-open, it becomes the probe)."""
+        state = self.state
+        if state != "half_open":
+            return state == "closed"
+        now = self._clock()
+        if self._probe_at is not None and now - self._probe_at < self.reset_timeout_s:
+            return False
+        if self._probe_at is None:
+            self._log("open", "half_open")
+        self._probe_at = now
+        return True
+
+    def record_success(self) -> None:
+        self._failures = 0
+        if self._opened_at is not None:
+            self._log(self.state, "closed")
+        self._opened_at = self._probe_at = None
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._opened_at is not None or self._failures >= self.failure_threshold:
+            if (state := self.state) != "open":
+                self.opened_count += 1
+                self._log(state, "open")
+            self._opened_at = self._clock()
+            self._probe_at = None
+
+    def _log(self, old: BreakerState, new: BreakerState) -> None:
+        logger.warning(
+            "circuit breaker %s: %s -> %s (failures=%s)", self.name, old, new, self._failures
+        )
+
+
+class KeyedCircuitBreaker:
+    """One :class:`CircuitBreaker` per key (e.g. per model), created on first use."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        reset_timeout_s: float = 30.0,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        CircuitBreaker(failure_threshold, reset_timeout_s)  # validate now, not on first use
+        self.failure_threshold = failure_threshold
+        self.reset_timeout_s = reset_timeout_s
+        self._clock = clock
+        self._circuits: dict[str, CircuitBreaker] = {}
+
+    def _circuit(self, key: str) -> CircuitBreaker:
+        circuit = self._circuits.get(key)
+        if circuit is None:
+            circuit = CircuitBreaker(
+                self.failure_threshold, self.reset_timeout_s, clock=self._clock, name=key
+            )
+            self._circuits[key] = circuit
+        return circuit
+
+    def state(self, key: str) -> BreakerState:
+        circuit = self._circuits.get(key)
+        return "closed" if circuit is None else circuit.state
+
+    def allow(self, key: str) -> bool:
+        return self._circuit(key).allow()
+
+    def record_success(self, key: str) -> None:
+        self._circuit(key).record_success()
+
+    def record_failure(self, key: str) -> None:
+        self._circuit(key).record_failure()
