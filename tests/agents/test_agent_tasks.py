@@ -20,13 +20,8 @@ from genesis.agents import (
     SandboxLimits,
     TestsResult,
 )
-from genesis.agents._tasks import (
-    extract_python,
-    parse_model_findings,
-    parse_plan,
-    parse_review_input,
-    static_findings,
-)
+from genesis.agents._review import parse_model_findings, parse_review_input, static_findings
+from genesis.agents._tasks import extract_python, parse_plan
 from genesis.cache import MemoryTokenStore, TokenCache
 from genesis.config import AgentProfile, load_settings
 from genesis.errors import AgentError

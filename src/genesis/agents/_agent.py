@@ -8,6 +8,15 @@ import logging
 from typing import Any
 
 from genesis.agents._darwin import DarwinLoop, EvolutionResult, ScoredVariant
+from genesis.agents._review import (
+    cite_guidelines,
+    guideline_queries,
+    merge_findings,
+    parse_model_findings,
+    parse_review_input,
+    review_query,
+    static_findings,
+)
 from genesis.agents._sandbox import SandboxLimits, run_tests_async
 from genesis.agents._tasks import (
     EXTRACTIVE_ANSWER,
@@ -24,19 +33,12 @@ from genesis.agents._tasks import (
     TestsResult,
     VariantSummary,
     check_python,
-    cite_guidelines,
     evolve_query,
     extract_python,
-    guideline_queries,
-    merge_findings,
-    parse_model_findings,
     parse_plan,
-    parse_review_input,
     plan_query,
     plan_skeleton,
-    review_query,
     sandbox_counts,
-    static_findings,
     tests_query,
 )
 from genesis.config import AgentProfile
