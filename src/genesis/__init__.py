@@ -1,5 +1,45 @@
-"""Genesis: token-cached RAG for retrieval-heavy LLM agents."""
+"""Genesis: token-cached RAG for retrieval-heavy LLM agents.
+
+The heavy names (the composed app, the pipeline) are imported on first access, so
+``import genesis`` (and every CLI start) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from genesis.config import Settings, load_settings
+from genesis.errors import GenesisError
+
+if TYPE_CHECKING:
+    from genesis.app import AskResult, Genesis
+    from genesis.rag import RAGAnswer, TokenCachedRAG
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "AskResult",
+    "Genesis",
+    "GenesisError",
+    "RAGAnswer",
+    "Settings",
+    "TokenCachedRAG",
+    "__version__",
+    "load_settings",
+]
+
+_LAZY = {
+    "AskResult": "genesis.app",
+    "Genesis": "genesis.app",
+    "RAGAnswer": "genesis.rag",
+    "TokenCachedRAG": "genesis.rag",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genesis' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
