@@ -69,3 +69,42 @@ async def test_health_reports_collections(demo_home: Path) -> None:
         report = await g.health()
     assert report["status"] == "ok"
     assert set(report["collections"]) >= set(QUESTIONS)
+
+
+@pytest.mark.integration
+async def test_vllm_and_redis_by_configuration_alone(
+    demo_home: Path, tokenizers_dir: Path, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    from genesis.testing.fake_openai import FakeOpenAIServer
+    from genesis.tokens import HFTokenizer
+
+    served = HFTokenizer.from_file(tokenizers_dir / "mistral-7b-v0.1")
+    finetuned = "ft:open-mistral-7b:genesis:support-v3"
+    with FakeOpenAIServer(served, [finetuned, "open-mistral-7b"]) as server:
+        overrides = {
+            "home": str(demo_home),
+            "redis.url": "redis://127.0.0.1:6379/0",
+            "cache.prefix": redis_prefix[:16],
+            "tokenizer.kind": "remote",
+            "tokenizer.vocab_size": "32000",
+            "llm.backend": "completions",
+            "llm.base_url": server.base_url,
+            "llm.default_model": "open-mistral-7b",
+            "llm.timeout_s": "5",
+            "llm.attempt_timeout_s": "2",
+        }
+        async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
+            first = await genesis.ask("How do I rotate an API key?", agent="support")
+            # The served model saw exactly the prompt Genesis assembled, as token IDs.
+            [call] = server.calls(finetuned, "completions")
+            assert first.answer.answer == f"Reply from {finetuned}."
+            assert first.answer.model == finetuned
+            assert call["prompt_ids"] == served.encode_batch_sync([call["prompt"]])[0].tolist()
+            assert "How do I rotate an API key?" in call["prompt"]
+            assert first.answer.usage.prompt_tokens == len(call["prompt_ids"])
+            # The fine-tuned model fails: the baseline answers and the fallback is counted.
+            server.script(finetuned, [500, 500, 500])
+            second = await genesis.ask("How do I rotate an API key?", agent="support")
+            assert second.answer.model == "open-mistral-7b"
+            assert genesis.registry.fallback_counts[("support", "server_error")] == 1
+            await genesis.cache_clear("support")

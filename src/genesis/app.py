@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from genesis.agents import Agent
 from genesis.cache import RedisTokenStore, SqliteTokenStore, TokenCache, TokenStore
 from genesis.config import AgentProfile, Settings, load_settings, redact_url
-from genesis.errors import ConfigError, GenesisError, UnknownAgentError
+from genesis.errors import ConfigError, GenesisError, TokenizerError, UnknownAgentError
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -59,7 +60,7 @@ class Genesis:
         self.settings = settings
         self.home = settings.home_path()
         self._ready = False
-        self._closers: list[Callable[[], Any]] = []
+        self._stack = AsyncExitStack()
 
     @classmethod
     def from_config(
@@ -81,13 +82,27 @@ class Genesis:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def warm_up(self) -> None:
-        """Build every component once; idempotent."""
+        """Build every component once; idempotent. On any failure, whatever was already
+        opened is closed again before the error propagates."""
         if self._ready:
             return
+        stack = AsyncExitStack()
+        try:
+            await self._build(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._ready = True
+        await self._report_memory_policy()
+
+    async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.home.mkdir(parents=True, exist_ok=True)
         self.embedder = MiniLMEmbedder()
         self.tokenizer = await self._build_tokenizer()
+        if isinstance(self.tokenizer, RemoteTokenizer):
+            stack.push_async_callback(self.tokenizer.aclose)
         self.encoder = SegmentEncoder(self.tokenizer)
         self.store = self._build_store()
         self.token_cache = TokenCache(
@@ -98,6 +113,7 @@ class Genesis:
             op_timeout_s=s.cache.op_timeout_s,
             prefix=s.cache.prefix,
         )
+        stack.push_async_callback(self.token_cache.aclose)  # closes the store too
         self.kb = KnowledgeBase(
             self.home / "knowledge",
             self.embedder,
@@ -105,8 +121,10 @@ class Genesis:
             chunk_tokens=s.knowledge.chunk_tokens,
             count_tokens=HFTokenizer.from_file(self.embedder.tokenizer_path).count,
         )
+        stack.push_async_callback(self.kb.aclose)
         self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
         self.registry = self._build_registry(self.backend)
+        stack.push_async_callback(self.registry.aclose)  # closes the backend
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
@@ -115,16 +133,13 @@ class Genesis:
             default_agent=s.router.default_agent,
             registry=self.registry,
         )
-        self._ready = True
-        await self._report_memory_policy()
 
     async def aclose(self) -> None:
+        """Close every client and store opened by :meth:`warm_up` (idempotent)."""
         if not self._ready:
             return
         self._ready = False
-        await self.token_cache.aclose()
-        await self.registry.aclose()
-        await self.kb.aclose()
+        await self._stack.aclose()
 
     async def _build_tokenizer(self) -> Tokenizer:
         kind = self.settings.tokenizer.kind
@@ -142,7 +157,15 @@ class Genesis:
             api_key=self.settings.llm.api_key,
             vocab_size=self.settings.tokenizer.vocab_size,
         )
-        await remote.warm_up()
+        try:
+            await remote.warm_up()
+        except TokenizerError as exc:
+            if self.settings.tokenizer.vocab_size is None and "vocab_size" in str(exc):
+                raise ConfigError(
+                    "tokenizer.vocab_size must be set for tokenizer.kind 'remote': the "
+                    "server's /tokenize does not report it (take it from the model's config)"
+                ) from exc
+            raise
         return remote
 
     def _build_store(self) -> TokenStore:
