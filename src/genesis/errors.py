@@ -9,6 +9,7 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     GenesisError
     ├── ConfigError
     ├── TokenizerError
+    │   └── SegmentBoundaryError
     ├── CacheError
     │   └── CorruptEntryError
     ├── RetrievalError
@@ -46,6 +47,7 @@ __all__ = [
     "LLMTimeoutError",
     "PromptBudgetError",
     "RetrievalError",
+    "SegmentBoundaryError",
     "SandboxError",
     "TokenizerError",
     "UnknownAgentError",
@@ -64,6 +66,10 @@ class ConfigError(GenesisError):
 
 class TokenizerError(GenesisError):
     """A tokenizer could not be loaded or failed to encode/decode."""
+
+
+class SegmentBoundaryError(TokenizerError):
+    """A segment cannot be encoded position-independently (it merges across its boundary)."""
 
 
 class CacheError(GenesisError):

@@ -460,3 +460,20 @@ async def test_bad_arguments_are_refused_with_a_clear_error(
             await cache.get_many("docs", texts[:1], ttl_s=ttl)
         with pytest.raises(ValueError, match="ttl_s must be > 0"):
             await cache.warm("docs", texts[:1], ttl_s=ttl)
+
+
+async def test_a_refused_segment_is_left_out_without_failing_the_others(
+    tokenizers_dir: Path,
+) -> None:
+    from genesis.tokens import SegmentEncoder, normalize_segment
+
+    encoder = SegmentEncoder(HFTokenizer.from_file(tokenizers_dir / "phi-3-mini-4k-instruct"))
+    cache = TokenCache(encoder, MemoryTokenStore())
+    good, bad = normalize_segment("docs.md\nGood chunk."), normalize_segment("ends with <|end|>")
+    first = await cache.get_many("docs", [good, bad])
+    assert len(first.ids[0]) > 0 and len(first.ids[1]) == 0
+    await cache.flush()
+    second = await cache.get_many("docs", [good, bad])
+    assert second.tiers == ["l1", "miss"]  # the good one was cached, the refused one never
+    assert cache.stats().refused == 2
+    await cache.aclose()

@@ -17,7 +17,7 @@ from genesis.cache._deadline import within
 from genesis.cache._keys import HashMemo, check_hash, collection_prefix, make_key
 from genesis.cache._l1 import L1Cache
 from genesis.cache._store import TokenStore
-from genesis.errors import CorruptEntryError, TokenizerError
+from genesis.errors import CorruptEntryError, SegmentBoundaryError, TokenizerError
 from genesis.tokens import TokenIds, Tokenizer, as_token_ids
 from genesis.tokens._codec import id_width, pack_ids, unpack_many
 
@@ -32,8 +32,9 @@ _WARM_BATCH = 256
 class CacheLookup:
     """The result of one :meth:`TokenCache.get_many`.
 
-    ``ids[i]`` and ``tiers[i]`` belong to ``texts[i]``; ``cached_tokens`` counts tokens served
-    from L1/L2; ``round_trips`` is the number of L2 calls made (0 or 1); ``timings_ms`` has
+    ``ids[i]`` and ``tiers[i]`` belong to ``texts[i]``; ``ids[i]`` is empty when the segment
+    encoder refused ``texts[i]`` (see ``SegmentBoundaryError``): callers leave that text out;
+    ``cached_tokens`` counts tokens served from L1/L2; ``round_trips`` is the number of L2 calls made (0 or 1); ``timings_ms`` has
     ``l1``, ``l2``, ``tokenize`` and ``total``.
     """
 
@@ -58,6 +59,7 @@ class CacheStats:
     skipped: int  # L2 operations not attempted because the breaker was open
     writes: int  # entries written back to L2
     write_errors: int
+    refused: int  # texts the segment encoder refused (their chunks are left out)
     evictions: int  # L1 evictions
     l1_bytes: int
     l1_entries: int
@@ -81,6 +83,7 @@ class _Counters:
     skipped: int = 0
     writes: int = 0
     write_errors: int = 0
+    refused: int = 0
 
 
 class TokenCache:
@@ -274,16 +277,33 @@ class TokenCache:
                 if self._inflight.get(key) is fut:
                     del self._inflight[key]
         for key, arr in made.items():
-            self._l1.put(key, arr)
             futures[key].set_result(arr)
-        self._schedule_write(made, ttl_s)
+        # A refused text (empty IDs) is never cached: a fixed encoder may accept it later.
+        kept = {key: arr for key, arr in made.items() if len(arr)}
+        for key, arr in kept.items():
+            self._l1.put(key, arr)
+        self._schedule_write(kept, ttl_s)
         return made
 
     async def _encode(self, texts: dict[str, str]) -> dict[str, TokenIds]:
-        encoded = await self._tokenizer.encode_batch(list(texts.values()))
+        try:
+            encoded = await self._tokenizer.encode_batch(list(texts.values()))
+        except SegmentBoundaryError:
+            # One text the segment encoder refuses must not fail the others: encode one by
+            # one; a refused text gets an empty array (never cached) that callers drop.
+            encoded = [await self._encode_alone(text) for text in texts.values()]
         if len(encoded) != len(texts):
             raise TokenizerError(f"encode_batch returned {len(encoded)} for {len(texts)} texts")
         return {key: self._narrow(arr) for key, arr in zip(texts, encoded, strict=True)}
+
+    async def _encode_alone(self, text: str) -> TokenIds:
+        try:
+            [ids] = await self._tokenizer.encode_batch([text])
+        except SegmentBoundaryError as exc:
+            self._n.refused += 1
+            logger.warning("token cache: segment refused, its chunk is left out: %s", exc)
+            return np.empty(0, dtype=np.uint32)
+        return ids
 
     def _narrow(self, ids: TokenIds) -> TokenIds:
         # Same dtype as an L2 hit (uint16 for small vocabularies): half the L1 bytes.

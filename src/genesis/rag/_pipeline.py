@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -148,6 +149,8 @@ class TokenCachedRAG:
                 [self._assembler.chunk_segment_text(c) for c in chunks],
                 ttl_s=self._ttl_s,
             )
+        hits, lookup = _without_refused(hits, lookup)
+        chunks = [hit.chunk for hit in hits]
         budget = self._budget(budget_tokens, max_tokens)
         with timer.stage("assemble"):
             prompt = await self._assembler.assemble(query, chunks, lookup.ids, budget_tokens=budget)
@@ -231,6 +234,21 @@ class TokenCachedRAG:
             collection=collection,
             cache_tiers=_count(lookup.tiers),
         )
+
+
+def _without_refused(hits: list[ScoredChunk], lookup: Any) -> tuple[list[ScoredChunk], Any]:
+    """Leave out chunks whose segment the encoder refused (empty IDs); they are logged."""
+    keep = [i for i, ids in enumerate(lookup.ids) if len(ids)]
+    if len(keep) == len(hits):
+        return hits, lookup
+    for i in set(range(len(hits))) - set(keep):
+        logger.warning("chunk %s left out: its segment cannot be tokenized", hits[i].chunk.id)
+    lookup = dataclasses.replace(
+        lookup,
+        ids=[lookup.ids[i] for i in keep],
+        tiers=[lookup.tiers[i] for i in keep],
+    )
+    return [hits[i] for i in keep], lookup
 
 
 def _check_query(query: str) -> str:

@@ -52,7 +52,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genesis.errors import TokenizerError
+from genesis.errors import SegmentBoundaryError, TokenizerError
 from genesis.tokens._protocol import TokenIds, Tokenizer, as_token_ids
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class SegmentEncoder:
         ):
             self.anchor_failures += 1
             logger.warning("segment not separable in %s: %r", self._inner.name, text[:40])
-            raise TokenizerError(
+            raise SegmentBoundaryError(
                 f"segment {text[:40]!r} merges across its boundary with the anchor "
                 f"{self._anchor!r} or the probe {PROBE!r} in {self._inner.name}: it cannot "
                 "be encoded position-independently (literal special tokens do this)"
