@@ -34,8 +34,8 @@ class CacheLookup:
 
     ``ids[i]`` and ``tiers[i]`` belong to ``texts[i]``; ``ids[i]`` is empty when the segment
     encoder refused ``texts[i]`` (see ``SegmentBoundaryError``): callers leave that text out;
-    ``cached_tokens`` counts tokens served from L1/L2; ``round_trips`` is the number of L2 calls made (0 or 1); ``timings_ms`` has
-    ``l1``, ``l2``, ``tokenize`` and ``total``.
+    ``cached_tokens`` counts tokens served from L1/L2; ``round_trips`` is the number of L2
+    calls made (0 or 1); ``timings_ms`` has ``l1``, ``l2``, ``tokenize`` and ``total``.
     """
 
     ids: list[TokenIds]
