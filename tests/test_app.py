@@ -108,3 +108,24 @@ async def test_vllm_and_redis_by_configuration_alone(
             assert second.answer.model == "open-mistral-7b"
             assert genesis.registry.fallback_counts[("support", "server_error")] == 1
             await genesis.cache_clear("support")
+
+
+async def test_starts_and_answers_with_redis_down(demo_home: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    overrides = {
+        "home": str(demo_home),
+        "redis.url": f"redis://127.0.0.1:{port}/0",
+        "cache.breaker_failures": "1",
+        "cache.breaker_reset_s": "60",
+    }
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
+        assert genesis.token_cache.breaker.failure_threshold == 1
+        result = await genesis.ask("How long do refunds take?")
+        assert result.answer.sources
+        assert result.answer.cache_tiers == {"miss": result.answer.usage.chunks_retrieved}
+        assert genesis.token_cache.stats().breaker_state == "open"
+        assert (await genesis.health())["status"] == "degraded"

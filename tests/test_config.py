@@ -107,3 +107,36 @@ def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
 def test_default_agent_must_exist() -> None:
     with pytest.raises(ConfigError, match="router.default_agent"):
         load_settings(environ={"GENESIS__ROUTER__DEFAULT_AGENT": "nobody"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:p@ss@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://user:secret@cache/0", "redis://user:***@cache/0"),
+        ("redis://cache/0?password=hunter2&db=1", "redis://cache/0?password=***&db=1"),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ],
+)
+def test_redact_url_hides_every_form_of_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("key", ["#abc123", "123456789", "sk-1: x"])
+def test_secret_overrides_stay_the_string_given(key: str) -> None:
+    settings = load_settings(environ={"GENESIS__LLM__API_KEY": key})
+    assert settings.llm.api_key is not None
+    assert settings.llm.api_key.get_secret_value() == key
+
+
+def test_a_budget_with_no_room_for_a_prompt_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match=r"agents\.\w+\.max_tokens .* llm\.max_context_tokens"):
+        load_settings(environ={"GENESIS__LLM__MAX_CONTEXT_TOKENS": "256"})
+
+
+def test_errors_name_the_override_that_caused_them() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"GENESIS__CACHE__TTL_S": "-5"}, overrides={"llm.timeout_s": "3"})
+    message = str(info.value)
+    assert message.count("environment overrides") == 1
+    assert "cache.ttl_s" in message and "--set" in message

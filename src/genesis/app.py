@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from genesis.agents import Agent
-from genesis.cache import RedisTokenStore, SqliteTokenStore, TokenCache, TokenStore
+from genesis.cache import CircuitBreaker, RedisTokenStore, SqliteTokenStore, TokenCache, TokenStore
 from genesis.config import AgentProfile, Settings, load_settings, redact_url
-from genesis.errors import ConfigError, GenesisError, TokenizerError, UnknownAgentError
+from genesis.errors import CacheError, ConfigError, GenesisError, TokenizerError, UnknownAgentError
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -112,6 +112,9 @@ class Genesis:
             ttl_s=s.cache.ttl_s,
             op_timeout_s=s.cache.op_timeout_s,
             prefix=s.cache.prefix,
+            breaker=CircuitBreaker(
+                s.cache.breaker_failures, s.cache.breaker_reset_s, name="token-cache-l2"
+            ),
         )
         stack.push_async_callback(self.token_cache.aclose)  # closes the store too
         self.kb = KnowledgeBase(
@@ -229,7 +232,11 @@ class Genesis:
     async def _report_memory_policy(self) -> None:
         if self.settings.redis.url is None or not self.settings.redis.check_memory_policy:
             return
-        report = await self.token_cache.check_memory_policy()
+        try:
+            report = await self.token_cache.check_memory_policy()
+        except CacheError as exc:  # the cache is never a dependency, not even at start
+            logger.warning("Redis memory policy not checked: %s", exc)
+            return
         warning = report.get("warning")
         if warning:
             logger.warning("Redis memory policy: %s", warning)

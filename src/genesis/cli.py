@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -91,11 +92,14 @@ def _run(work: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except GenesisError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}")
+    raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -160,13 +164,13 @@ def ask(
 
 def _print_answer(result: Any) -> None:
     answer = result.answer
-    out.print(f"[bold]{result.agent}[/] [dim]({result.route_reason})[/]\n")
-    out.print(answer.answer, highlight=False)
+    out.print(f"[bold]{result.agent}[/] [dim]({escape(result.route_reason)})[/]\n")
+    out.print(answer.answer, highlight=False, markup=False)
     if answer.sources:
         out.print("\n[bold]Sources[/]")
         for src in answer.sources:
             heading = f" — {src.heading}" if src.heading else ""
-            out.print(f"  [{src.number}] {src.source}{heading}", highlight=False)
+            out.print(f"  [{src.number}] {src.source}{heading}", highlight=False, markup=False)
     usage = answer.usage
     kind = "extractive (no LLM configured)" if answer.extractive else f"model {answer.model}"
     out.print(
@@ -207,7 +211,7 @@ def run_task(
     if as_json:
         out.print_json(_dump(payload))
         return
-    out.print(_dump(payload), highlight=False)
+    out.print(_dump(payload), highlight=False, markup=False)
 
 
 def _read_file(path: Path) -> str:
@@ -233,7 +237,7 @@ def ingest(
     if as_json:
         out.print_json(_dump(report))
         return
-    out.print(_dump(report), highlight=False)
+    out.print(_dump(report), highlight=False, markup=False)
 
 
 @app.command()
@@ -270,7 +274,9 @@ def search(
         return
     table = Table("rank", "score", "source", "heading")
     for row in rows:
-        table.add_row(str(row["rank"]), f"{row['score']:.4f}", row["source"], row["heading"])
+        table.add_row(
+            str(row["rank"]), f"{row['score']:.4f}", escape(row["source"]), escape(row["heading"])
+        )
     out.print(table)
 
 
@@ -294,7 +300,10 @@ def route(
     if as_json:
         out.print_json(json.dumps(payload))
         return
-    out.print(f"{payload['agent']}  confidence {payload['confidence']}  ({payload['reason']})")
+    out.print(
+        f"{payload['agent']}  confidence {payload['confidence']}  ({payload['reason']})",
+        markup=False,
+    )
 
 
 @cache_app.command("stats")
@@ -305,7 +314,9 @@ def cache_stats(as_json: JsonOpt = False) -> None:
         return await genesis.cache_stats()
 
     stats = _run(work)
-    out.print_json(_dump(stats)) if as_json else out.print(_dump(stats), highlight=False)
+    out.print_json(_dump(stats)) if as_json else out.print(
+        _dump(stats), highlight=False, markup=False
+    )
 
 
 @cache_app.command("warm")
@@ -317,7 +328,9 @@ def cache_warm(collection: CollectionOpt = None, as_json: JsonOpt = False) -> No
         return await genesis.cache_warm(collection)
 
     result = _run(work)
-    out.print_json(_dump(result)) if as_json else out.print(_dump(result), highlight=False)
+    out.print_json(_dump(result)) if as_json else out.print(
+        _dump(result), highlight=False, markup=False
+    )
 
 
 @cache_app.command("clear")
@@ -328,7 +341,9 @@ def cache_clear(collection: CollectionOpt = None, as_json: JsonOpt = False) -> N
         return await genesis.cache_clear(collection)
 
     result = _run(work)
-    out.print_json(_dump(result)) if as_json else out.print(_dump(result), highlight=False)
+    out.print_json(_dump(result)) if as_json else out.print(
+        _dump(result), highlight=False, markup=False
+    )
 
 
 @app.command()
@@ -341,7 +356,10 @@ def serve(
 
     from genesis.server import create_app
 
-    genesis = _open()
+    try:
+        genesis = _open()
+    except GenesisError as exc:
+        _fail(exc)
     settings = genesis.settings
     uvicorn.run(
         create_app(genesis),

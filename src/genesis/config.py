@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -41,7 +42,8 @@ _ENV_PREFIX = "GENESIS__"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # coerce_numbers_to_str: an all-digit API key or password given as 123456 stays a string.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class RedisSettings(_Model):
@@ -170,8 +172,16 @@ class Settings(_Model):
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """A URL safe to print: any password (in the user info or a ``password=`` query
+    parameter) becomes ``***``; ``redis://:p@ss@host/0`` -> ``redis://:***@host/0``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def load_settings(
@@ -191,14 +201,18 @@ def load_settings(
         raise ConfigError(f"configuration file {env_file} not found")
     data = _read_yaml(PACKAGED_DIR / "base.yaml", environ)
     data = _deep_merge(data, _read_yaml(env_file, environ))
-    origin = str(env_file)
-    for key, value in _env_overrides(environ).items():
+    sources = [str(env_file)]
+    env_keys = _env_overrides(environ)
+    for key, value in env_keys.items():
         _set_dotted(data, key, value)
-        origin = f"{origin} (+ environment overrides)"
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, _parse_scalar(value) if isinstance(value, str) else value)
+    if env_keys:
+        sources.append("GENESIS__* environment overrides of " + ", ".join(sorted(env_keys)))
+    if overrides:
+        sources.append("overrides (--set) of " + ", ".join(sorted(overrides)))
     data["env"] = env
-    return _validate(data, origin)
+    return _validate(data, " + ".join(sources))
 
 
 def _validate(data: dict[str, Any], origin: str) -> Settings:
@@ -214,6 +228,13 @@ def _validate(data: dict[str, Any], origin: str) -> Settings:
             f"invalid configuration in {origin}: router.default_agent: "
             f"{settings.router.default_agent!r} is not a configured agent"
         )
+    for name, agent in settings.agents.items():
+        if agent.max_tokens >= settings.llm.max_context_tokens:
+            raise ConfigError(
+                f"invalid configuration in {origin}: agents.{name}.max_tokens "
+                f"({agent.max_tokens}) leaves no room for a prompt in llm.max_context_tokens "
+                f"({settings.llm.max_context_tokens})"
+            )
     return settings
 
 
@@ -261,10 +282,15 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_scalar(value: str) -> Any:
+    """``"60"`` -> 60, ``"true"`` -> True; anything YAML would not read as a plain scalar
+    (``#abc`` is a comment, ``a: b`` a mapping) stays the string it was (keys, passwords)."""
     try:
-        return yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+    if parsed is None and value.strip() not in ("", "~", "null", "Null", "NULL"):
+        return value
+    return value if isinstance(parsed, dict | list) else parsed
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

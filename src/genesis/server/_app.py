@@ -6,9 +6,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -22,7 +22,12 @@ from genesis.errors import (
     UnknownAgentError,
     UnknownCollectionError,
 )
-from genesis.observability import enable_metrics, record_request, render_metrics
+from genesis.observability import (
+    enable_metrics,
+    record_prompt_tokens,
+    record_request,
+    render_metrics,
+)
 
 
 class AskBody(BaseModel):
@@ -68,9 +73,9 @@ def create_app(genesis: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if genesis.settings.observability.metrics:
             enable_metrics()
-        await genesis.warm_up()
-        await genesis.ensure_demo(progress=None)
         try:
+            await genesis.warm_up()
+            await genesis.ensure_demo(progress=None)
             yield
         finally:
             await genesis.aclose()
@@ -161,7 +166,12 @@ def _add_routes(app: FastAPI, genesis: Any) -> None:
         }
 
     @app.get("/v1/search")
-    async def search(q: str, collection: str, top_k: int = 5, mode: str = "hybrid") -> Any:
+    async def search(
+        q: str,
+        collection: str,
+        top_k: Annotated[int, Query(ge=1, le=100)] = 5,
+        mode: str = "hybrid",
+    ) -> Any:
         if mode not in ("hybrid", "dense", "bm25"):
             raise HTTPException(422, f"mode must be hybrid, dense or bm25, not {mode!r}")
         hits = await genesis.search(q, collection, top_k=top_k, mode=mode)
@@ -201,10 +211,13 @@ def _add_routes(app: FastAPI, genesis: Any) -> None:
 async def _answer(genesis: Any, question: str, agent: str | None, top_k: int | None) -> Any:
     begin = time.perf_counter()
     status = "error"
-    name = agent or "auto"
+    # Only configured names become metric labels: a client's string must not grow the series.
+    name = "auto" if agent is None else agent if agent in genesis.settings.agents else "unknown"
     try:
         result = await genesis.ask(question, agent=agent, top_k=top_k)
         status, name = "ok", result.agent
+        usage = result.answer.usage
+        record_prompt_tokens(name, usage.prompt_tokens, usage.cached_tokens)
         return result
     finally:
         backend = genesis.settings.llm.backend
