@@ -288,3 +288,16 @@ async def test_fastapi_reingest_is_free(fastapi_kb: Path, corpora_dir: Path) -> 
         report = await kb.ingest(corpora_dir / "docs" / "fastapi", "fastapi")
     assert report.files_unchanged == report.files_unchanged + report.files_added > 100
     assert report.chunks_added == 0
+
+
+async def test_an_interrupted_ingest_keeps_lexical_search_in_step(
+    kb: KnowledgeBase, docs: Path
+) -> None:
+    await kb.ingest(docs, "docs")
+    (docs / "zebra.md").write_text("# Zebrafish\n\nZebrafish regrow their fins.\n")
+    (docs / "zz-broken.md").write_bytes(b"\xff\xfe not utf-8 \xff")
+    with pytest.raises(IngestError):
+        await kb.ingest(docs, "docs")
+    # zebra.md was committed before the failure: BM25 must already know it.
+    hits = await kb.search("zebrafish", "docs", 3, mode="bm25")
+    assert hits and hits[0].chunk.source == "zebra.md"

@@ -235,3 +235,29 @@ def test_prompt_ids_travel_as_plain_ints(gpt2: HFTokenizer) -> None:
     payload = completions_payload(request)
     assert payload["prompt"] == [1, 2, 70000] and type(payload["prompt"][0]) is int
     assert payload["return_token_ids"] is True
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (
+            200,
+            {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": None}},
+            LLMServerError,
+        ),
+        (408, {"error": "slow"}, LLMTimeoutError),
+    ],
+)
+async def test_malformed_usage_and_408_are_translated(
+    gpt2: HFTokenizer, status: int, body: dict[str, object], error: type[Exception]
+) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    async with httpx.AsyncClient(transport=transport) as client:
+        backend = ChatBackend("http://llm.invalid", client=client)
+        with pytest.raises(error):
+            await backend.generate(_request(gpt2))
+
+
+def test_a_password_in_the_base_url_never_shows() -> None:
+    backend = ChatBackend("https://user:s3cr3t@llm.example/v1")
+    assert "s3cr3t" not in repr(backend)

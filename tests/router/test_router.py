@@ -262,3 +262,31 @@ def test_off_topic_task_goes_to_the_default_agent(default_router: HALORouter) ->
 def test_keywordless_task_is_routed_by_meaning(default_router: HALORouter) -> None:
     decision = default_router.route("I'd like to open a small bakery, who would my customers be?")
     assert decision.agent == "business_generation"
+
+
+def test_a_failed_warm_up_leaves_the_router_usable() -> None:
+    calls = {"n": 0}
+
+    def flaky(text: str) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("embedder hiccup")
+        vec = np.zeros(8, np.float32)
+        vec[hash(text) % 8] = 1.0
+        return vec
+
+    cards = [
+        AgentCard("a", "alpha things", examples=["first example"]),
+        AgentCard("b", "beta things", examples=["second example"]),
+    ]
+    router = HALORouter(cards, embed=flaky, threshold=0.0, default_agent="a")
+    with pytest.raises(RuntimeError):
+        router.warm_up()
+    router.warm_up()
+    assert router.route("anything at all").agent in {"a", "b"}
+
+
+def test_a_task_that_is_not_text_is_refused_by_name() -> None:
+    router = HALORouter([AgentCard("a", "alpha")], default_agent="a")
+    with pytest.raises(AgentError, match="must be text, not int"):
+        router.route(123)  # type: ignore[arg-type]

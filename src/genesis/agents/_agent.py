@@ -117,7 +117,7 @@ class Agent:
         return await self._rag.answer(
             question,
             collection or p.collection,
-            top_k=top_k or p.top_k,
+            top_k=p.top_k if top_k is None else top_k,
             budget_tokens=p.context_budget,
             max_tokens=p.max_tokens,
             temperature=p.temperature,
@@ -266,11 +266,12 @@ class Agent:
         if not source.strip():
             raise ValueError("the source to evolve is empty")
         check_python(tests, "the tests")
-        proposer = _Proposer(self, tests, population or self._population)
+        population = self._population if population is None else population
+        proposer = _Proposer(self, tests, population)
         loop = DarwinLoop(
             proposer,
-            generations=generations or self._generations,
-            population=population or self._population,
+            generations=self._generations if generations is None else generations,
+            population=population,
             limits=self._limits,
         )
         evolution = await loop.evolve(source, tests)

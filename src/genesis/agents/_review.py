@@ -230,7 +230,7 @@ def _ast_hunk(hunk: Hunk) -> list[tuple[int, str]] | None:
         try:
             tree = ast.parse(candidate)
             break
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
             continue
     if tree is None:
         return None
@@ -451,10 +451,16 @@ _RX_EVAL = re.compile(r"(?<![\w.])(eval|exec)\s*\(")
 _RX_WHILE_TRUE = re.compile(r"^\s*while\s+(True|1)\s*:")
 
 
+# Longer lines (minified or generated code) are not regex-checked: see _regex_hunk.
+_MAX_REGEX_LINE = 2000
+
+
 def _regex_hunk(added: list[tuple[int, str]]) -> list[tuple[int, str]]:
     hits: list[tuple[int, str]] = []
     has_execute = any(_RX_EXECUTE.search(t) for _, t in added)
     for i, (n, text) in enumerate(added):
+        if len(text) > _MAX_REGEX_LINE:  # the patterns backtrack: a huge line would stall
+            continue
         code = text.split("#", 1)[0] if "#" in text and '"' not in text else text
         nxt = added[i + 1][1].strip() if i + 1 < len(added) else ""
         if _RX_MUTABLE.search(code):

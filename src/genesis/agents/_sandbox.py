@@ -146,6 +146,8 @@ def run_tests(
 
 
 def _check_inputs(source: str, tests: str, module_name: str) -> None:
+    if module_name in sys.stdlib_module_names:
+        raise ValueError(f"module_name {module_name!r} would shadow the standard library")
     if not module_name.isidentifier() or module_name.startswith("test"):
         raise ValueError(
             f"module_name must be a Python identifier not starting with 'test', got {module_name!r}"
@@ -287,9 +289,14 @@ def _read_report(report: Path) -> _Counts:
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     if suite is None:
         return _Counts()
-    total = int(suite.get("tests", 0))
-    failed, errors = int(suite.get("failures", 0)), int(suite.get("errors", 0))
-    skipped = int(suite.get("skipped", 0))
+    # The candidate runs in the same process as pytest and could overwrite the report:
+    # counts are a score, not a security boundary, and a mangled report scores nothing.
+    try:
+        total = int(suite.get("tests", 0))
+        failed, errors = int(suite.get("failures", 0)), int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+    except ValueError:
+        return _Counts()
     memory_error = any(
         "MemoryError" in (el.get("message") or "") + (el.text or "")
         for el in suite.iter()

@@ -232,7 +232,7 @@ def extract_python(reply: str) -> str | None:
 def _parses(code: str) -> bool:
     try:
         ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return False
     return True
 
@@ -247,6 +247,8 @@ def check_python(code: str, what: str) -> str:
         raise ValueError(f"{what} must be valid Python: line {exc.lineno}: {exc.msg}") from None
     except ValueError as exc:  # e.g. a NUL byte
         raise ValueError(f"{what} must be valid Python: {exc}") from None
+    except (MemoryError, RecursionError):
+        raise ValueError(f"{what} is nested too deeply for the Python parser") from None
     return code
 
 

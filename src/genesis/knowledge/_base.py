@@ -178,16 +178,20 @@ class KnowledgeBase:
     ) -> _Counts:
         known = await self._known_files(collection)
         counts = _Counts()
-        for done, (rel, path) in enumerate(files, start=1):
-            await self._ingest_file(collection, rel, path, known.get(rel), counts)
-            if progress is not None:
-                progress(done, len(files), rel)
-        for rel in sorted(set(known) - {rel for rel, _ in files}):
-            counts.chunks_removed += await self._remove_file(collection, rel)
-            counts.removed += 1
-        changed = counts.added or counts.changed or counts.removed
-        if changed or not self._bm25_path(collection).is_file():
-            self._rebuild_bm25(collection)
+        try:
+            for done, (rel, path) in enumerate(files, start=1):
+                await self._ingest_file(collection, rel, path, known.get(rel), counts)
+                if progress is not None:
+                    progress(done, len(files), rel)
+            for rel in sorted(set(known) - {rel for rel, _ in files}):
+                counts.chunks_removed += await self._remove_file(collection, rel)
+                counts.removed += 1
+        finally:
+            # Files are committed one by one, so an interrupted ingest has changed the
+            # collection too: the lexical index must follow whatever was committed.
+            changed = counts.added or counts.changed or counts.removed
+            if changed or not self._bm25_path(collection).is_file():
+                self._rebuild_bm25(collection)
         logger.info("ingested %s into %s: %s", folder, collection, counts)
         return counts
 

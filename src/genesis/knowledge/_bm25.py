@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,7 +130,7 @@ class BM25Index:
                     data["docs"],
                     data["weights"],
                 )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise RetrievalError(f"cannot read BM25 index {path}: {exc}") from exc
 
 

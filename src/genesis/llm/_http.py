@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from genesis.config import redact_url
 from genesis.errors import (
     ConfigError,
     LLMBadRequestError,
@@ -39,7 +40,8 @@ def normalize_base_url(base_url: str) -> str:
     """
     url = base_url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with http:// or https://, got {url[:40]!r}")
+        shown = redact_url(url)[:60]
+        raise ConfigError(f"base_url must start with http:// or https://, got {shown!r}")
     return url.removesuffix("/v1")
 
 
@@ -84,6 +86,8 @@ async def post_json(
 def decode_response(response: httpx.Response, what: str) -> dict[str, Any]:
     """Map the status to the error tree, then parse the JSON object body."""
     status = response.status_code
+    if status == 408:
+        raise LLMTimeoutError(f"{what}: the server timed out (408): {_excerpt(response)}")
     if status == 429:
         raise LLMRateLimitError(f"{what}: rate limited (429): {_excerpt(response)}")
     if status >= 500:
@@ -118,7 +122,10 @@ def usage_counts(
         return prompt_default, completion_default
     prompt = usage.get("prompt_tokens", prompt_default)
     completion = usage.get("completion_tokens", completion_default)
-    return int(prompt), int(completion)
+    try:
+        return int(prompt), int(completion)
+    except (TypeError, ValueError) as exc:
+        raise LLMServerError(f"unreadable usage in the response: {usage!r:.200}") from exc
 
 
 def _excerpt(response: httpx.Response) -> str:

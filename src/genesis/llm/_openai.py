@@ -17,6 +17,7 @@ from typing import Any, Self
 import httpx
 from pydantic import SecretStr
 
+from genesis.config import redact_url
 from genesis.errors import LLMBadRequestError, LLMServerError
 from genesis.llm._http import (
     auth_headers,
@@ -51,7 +52,7 @@ class _OpenAIStyleBackend:
         self._client = client
 
     def __repr__(self) -> str:  # never shows the key
-        return f"{type(self).__name__}(base_url={self._base_url!r})"
+        return f"{type(self).__name__}(base_url={redact_url(self._base_url)!r})"
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
@@ -138,7 +139,10 @@ def _completion_generation(
     choice = first_choice(body, what)
     text = _text_field(choice, "text", what)
     token_ids = choice.get("token_ids")
-    completion_ids = [int(t) for t in token_ids] if isinstance(token_ids, list) else None
+    try:
+        completion_ids = [int(t) for t in token_ids] if isinstance(token_ids, list) else None
+    except (TypeError, ValueError) as exc:
+        raise LLMServerError(f"{what}: token_ids are not integers") from exc
     prompt_tokens, completion_tokens = usage_counts(
         body, prompt_len, len(completion_ids) if completion_ids is not None else 0
     )

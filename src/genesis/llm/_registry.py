@@ -293,6 +293,11 @@ class ModelRegistry:
         except RETRYABLE:
             self._breaker.record_failure(model)
             raise
+        except LLMBadRequestError:
+            # The model answered (it refused this request): it is up, so a half-open probe
+            # must not be lost.
+            self._breaker.record_success(model)
+            raise
         self._breaker.record_success(model)
         return generation
 

@@ -90,14 +90,16 @@ class HALORouter:
         if self._embed is None or self._card_matrix is not None:
             return
         rows: list[_F32] = []
+        slices: list[slice] = []
         for card in self._cards:
             start = len(rows)
             rows.extend(self._embed_text(text) for text in card.texts())
-            self._card_slices.append(slice(start, len(rows)))
-        self._card_matrix = np.stack(rows)
-        self._centroids = np.stack(
-            [_unit(self._card_matrix[s].mean(axis=0)) for s in self._card_slices]
-        )
+            slices.append(slice(start, len(rows)))
+        # Assigned only once everything is embedded: a failed warm-up leaves no half state.
+        matrix = np.stack(rows)
+        self._centroids = np.stack([_unit(matrix[s].mean(axis=0)) for s in slices])
+        self._card_slices = slices
+        self._card_matrix = matrix
         logger.info("router warmed up: %s card texts embedded", len(rows))
 
     def route(self, task: str, *, agent: str | None = None) -> RouteDecision:
@@ -105,6 +107,8 @@ class HALORouter:
         if agent is not None:
             self._check_known(agent)
             return RouteDecision(agent, 1.0, "explicit agent", "explicit")
+        if not isinstance(task, str):
+            raise AgentError(f"a task to route must be text, not {type(task).__name__}")
         if not task or not task.strip():
             raise AgentError("cannot route an empty task: give the task text or an agent name")
         hits = self._rules.match(task)
