@@ -27,6 +27,7 @@ chunks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,9 +73,17 @@ class PromptTemplate:
         for name in ("chunk_header_format", "chunk_header_no_heading"):
             if "{n}" in getattr(self, name):
                 raise ValueError(f"{name} must not contain '{{n}}': chunk segments are cached")
-        for name in ("system", "context_header"):
+        for name in ("system", "context_header", "question_prefix", "answer_prefix"):
+            # An empty answer prefix would put the user's text at a segment boundary.
             if not getattr(self, name).strip():
                 raise ValueError(f"PromptTemplate.{name} is empty")
+        for name in ("chunk_header_format", "chunk_header_no_heading"):
+            try:
+                getattr(self, name).format(source="s", heading="h")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"PromptTemplate.{name} may use only {{source}} and {{heading}}: {exc!r}"
+                ) from None
         if self.max_markers < 1:
             raise ValueError(f"max_markers must be >= 1, got {self.max_markers}")
 
@@ -140,6 +149,7 @@ class PromptAssembler:
         self._template = template or PromptTemplate()
         self._fixed: dict[str, _Piece] = {}
         self._markers: dict[int, _Piece] = {}
+        self._warm = asyncio.Lock()
 
     @property
     def template(self) -> PromptTemplate:
@@ -150,12 +160,18 @@ class PromptAssembler:
         return self._encoder
 
     async def warm_up(self) -> None:
-        """Tokenize every fixed piece once (called lazily by :meth:`assemble` otherwise)."""
-        t = self._template
-        [system] = await self._encoder.encode_first([normalize_segment(t.system)])
-        self._fixed["system"] = _Piece("system", system, normalize_segment(t.system), "system")
-        await self._add_fixed({"context": t.context_header})
-        await self._add_markers(range(1, t.max_markers + 1))
+        """Tokenize every fixed piece once (called lazily by :meth:`assemble` otherwise).
+
+        Concurrent first calls wait for one warm-up; the pieces become visible together."""
+        async with self._warm:
+            if self._fixed:
+                return
+            t = self._template
+            [system] = await self._encoder.encode_first([normalize_segment(t.system)])
+            fixed = {"system": _Piece("system", system, normalize_segment(t.system), "system")}
+            fixed.update(await self._encode_fixed({"context": t.context_header}))
+            await self._add_markers(range(1, t.max_markers + 1))
+            self._fixed = fixed
         logger.debug("prompt template tokenized: %d markers", len(self._markers))
 
     def chunk_segment_text(self, chunk: Chunk) -> str:
@@ -213,11 +229,13 @@ class PromptAssembler:
             Message("user", user.strip()),
         ]
 
-    async def _add_fixed(self, texts: dict[str, str]) -> None:
+    async def _encode_fixed(self, texts: dict[str, str]) -> dict[str, _Piece]:
         normalised = {name: normalize_segment(text) for name, text in texts.items()}
         encoded = await self._encoder.encode_batch(list(normalised.values()))
-        for (name, text), ids in zip(normalised.items(), encoded, strict=True):
-            self._fixed[name] = _Piece(name, ids, text, "template")
+        return {
+            name: _Piece(name, ids, text, "template")
+            for (name, text), ids in zip(normalised.items(), encoded, strict=True)
+        }
 
     async def _add_markers(self, numbers: Sequence[int]) -> None:
         fmt = self._template.marker_format

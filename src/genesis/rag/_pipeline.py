@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from genesis.knowledge import Chunk, ScoredChunk
+from genesis.knowledge import ScoredChunk
 from genesis.llm import Citation, Generation, GenerationRequest
 from genesis.observability import StageTimer, record_cache_lookups, record_stages
 from genesis.rag._assembly import AssembledPrompt, PromptAssembler
@@ -54,8 +54,10 @@ class Source:
 class RAGUsage:
     """Where the prompt's tokens came from.
 
-    ``cached_tokens`` counts tokens not tokenized for this request: the template pieces
-    (tokenized once at start) plus chunk segments served from L1 or Redis.
+    ``prompt_tokens`` is the assembled prompt in Genesis' tokenizer; ``cached_tokens`` counts
+    those not tokenized for this request: the template pieces (tokenized once at start) plus
+    chunk segments served from L1 or Redis. ``backend_prompt_tokens`` is what the backend
+    reported (the same IDs for a completions backend; a chat API counts its own template).
     """
 
     prompt_tokens: int
@@ -65,6 +67,7 @@ class RAGUsage:
     chunk_tokens_from_cache: int
     query_tokens: int
     completion_tokens: int
+    backend_prompt_tokens: int  # as the backend counted them (a chat API adds its template)
     chunks_retrieved: int
     chunks_in_prompt: int
     chunks_from_cache: int
@@ -214,7 +217,6 @@ class TokenCachedRAG:
         timer: StageTimer,
     ) -> RAGAnswer:
         scores = {hit.chunk.id: hit.score for hit in hits}
-        tiers = dict(zip((h.chunk.id for h in hits), lookup.tiers, strict=True))
         included = [(item.number, item.chunk) for item in prompt.included]
         sources = [
             Source(n, c.source, c.heading, c.id, round(scores.get(c.id, 0.0), 6))
@@ -223,7 +225,7 @@ class TokenCachedRAG:
         cited = {c.number for c in generation.citations}
         if cited:
             sources = [s for s in sources if s.number in cited]
-        usage = _usage(prompt, lookup, tiers, included, len(hits), generation)
+        usage = _usage(prompt, hits, lookup.tiers, generation)
         return RAGAnswer(
             answer=generation.text,
             sources=sources,
@@ -268,30 +270,28 @@ def _contexts(prompt: AssembledPrompt) -> tuple[list[Citation], list[str]]:
 
 def _usage(
     prompt: AssembledPrompt,
-    lookup: Any,
-    tiers: dict[str, str],
-    included: list[tuple[int, Chunk]],
-    retrieved: int,
+    hits: list[ScoredChunk],
+    tiers: Sequence[str],
     generation: Generation,
 ) -> RAGUsage:
     counts = prompt.token_counts
-    chunk_tokens = int(counts.get("chunks", 0))
-    by_id = {c.id: c for _, c in included}
-    lengths = dict(zip(tiers, (len(ids) for ids in lookup.ids), strict=True))
-    from_cache = [cid for cid in by_id if tiers.get(cid) in ("l1", "l2")]
-    cached_chunk_tokens = min(sum(lengths[cid] for cid in from_cache), chunk_tokens)
-    template = int(counts.get("template", counts.get("system", 0)))
+    # By position, not by id: the tier of each retrieved chunk object.
+    tier_of = {id(hit.chunk): tier for hit, tier in zip(hits, tiers, strict=True)}
+    cached = [i for i in prompt.included if tier_of.get(id(i.chunk)) in ("l1", "l2")]
+    cached_chunk_tokens = sum(i.tokens for i in cached)
+    template = int(counts.get("template", 0))
     return RAGUsage(
         prompt_tokens=len(prompt.ids),
         cached_tokens=template + cached_chunk_tokens,
         template_tokens=template,
-        chunk_tokens=chunk_tokens,
+        chunk_tokens=int(counts.get("chunks", 0)),
         chunk_tokens_from_cache=cached_chunk_tokens,
         query_tokens=int(counts.get("query", 0)),
         completion_tokens=generation.usage.completion_tokens,
-        chunks_retrieved=retrieved,
-        chunks_in_prompt=len(included),
-        chunks_from_cache=len(from_cache),
+        backend_prompt_tokens=generation.usage.prompt_tokens,
+        chunks_retrieved=len(hits),
+        chunks_in_prompt=len(prompt.included),
+        chunks_from_cache=len(cached),
     )
 
 

@@ -231,6 +231,19 @@ def _last_user_message(messages: list[ChatMessage]) -> str:
     raise HTTPException(422, "messages must contain a non-empty user message")
 
 
+def _openai_usage(usage: Any) -> dict[str, Any]:
+    """The backend's own count when it gave one (a chat API counts its template too);
+    Genesis' cache savings only where the prompt went as Genesis' token IDs."""
+    prompt = usage.backend_prompt_tokens or usage.prompt_tokens
+    same_ids = prompt == usage.prompt_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": prompt + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens if same_ids else 0},
+    }
+
+
 def _openai_chat_response(model: str, result: Any) -> dict[str, Any]:
     answer = result.answer
     usage = answer.usage
@@ -246,11 +259,6 @@ def _openai_chat_response(model: str, result: Any) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        },
+        "usage": _openai_usage(usage),
         "genesis": result.as_dict(),
     }
