@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
 from genesis.errors import VectorStoreError
@@ -39,12 +41,20 @@ def point_id(id_: str) -> str:
 
 @asynccontextmanager
 async def _translated(action: str) -> AsyncIterator[None]:
-    # Local mode raises ValueError/KeyError, a server raises ApiException subclasses; the
-    # remote client also raises httpx/grpc transport errors, which arrive as OSError or
-    # RuntimeError subclasses.
+    # Local mode raises ValueError/KeyError, a server raises ApiException subclasses (and
+    # QdrantException ones such as ResourceExhaustedResponse on 429); transports raise httpx
+    # errors or OSError/RuntimeError subclasses.
     try:
         yield
-    except (ApiException, ValueError, KeyError, OSError, RuntimeError) as exc:
+    except (
+        ApiException,
+        QdrantException,
+        httpx.HTTPError,
+        ValueError,
+        KeyError,
+        OSError,
+        RuntimeError,
+    ) as exc:
         raise VectorStoreError(f"qdrant {action} failed: {exc}") from exc
 
 
