@@ -290,6 +290,10 @@ class Genesis:
         top_k: int | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline."""
+        # One-time loading (model weights, the router's card embeddings) is start-up cost,
+        # not part of this request's waterfall.
+        self.embedder.warm_up()
+        self.router.warm_up()
         began = time.perf_counter()
         decision = self.route(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
