@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from genesis._sync import run_blocking
 from genesis.errors import SandboxError
 
 logger = logging.getLogger(__name__)
@@ -135,13 +136,10 @@ def run_tests(
     limits: SandboxLimits | None = None,
 ) -> SandboxResult:
     """Blocking :func:`run_tests_async`; not for use inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        coro = run_tests_async(source, tests, module_name=module_name, limits=limits)
-        return asyncio.run(coro)
-    raise RuntimeError(
-        "run_tests() cannot run inside a running event loop; await run_tests_async()"
+    return run_blocking(
+        lambda: run_tests_async(source, tests, module_name=module_name, limits=limits),
+        "run_tests",
+        "run_tests_async",
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from genesis._breaker import KeyedCircuitBreaker
+from genesis._sync import run_blocking
 from genesis.errors import (
     AllModelsFailedError,
     CircuitOpenError,
@@ -171,11 +172,19 @@ class ModelRegistry:
         **gen_kwargs: Any,
     ) -> RegistryResult:
         """Blocking :meth:`chat_async`; refuses to run inside a running event loop."""
-        _refuse_inside_loop("ModelRegistry.chat", "chat_async")
-        call = self.chat_async(
-            agent, messages, use_finetuned=use_finetuned, use_fallback=use_fallback, **gen_kwargs
+        return run_blocking(
+            lambda: self._then_release(
+                self.chat_async(
+                    agent,
+                    messages,
+                    use_finetuned=use_finetuned,
+                    use_fallback=use_fallback,
+                    **gen_kwargs,
+                )
+            ),
+            "ModelRegistry.chat",
+            "chat_async",
         )
-        return asyncio.run(self._then_release(call))
 
     async def _then_release(self, call: Awaitable[RegistryResult]) -> RegistryResult:
         # Connections opened in this throwaway event loop must not outlive it.
@@ -366,11 +375,3 @@ def _chat_request(messages: Sequence[Message], gen_kwargs: dict[str, Any]) -> Ge
 def _all_failed(agent: str, errors: dict[str, str]) -> AllModelsFailedError:
     detail = "; ".join(f"{model}: {why}" for model, why in errors.items())
     return AllModelsFailedError(f"agent {agent!r}: every model failed: {detail}", errors)
-
-
-def _refuse_inside_loop(name: str, async_name: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(f"{name}() cannot run inside a running event loop; await {async_name}()")

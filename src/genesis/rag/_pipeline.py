@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from genesis._sync import run_blocking
 from genesis.knowledge import ScoredChunk
 from genesis.llm import Citation, Generation, GenerationRequest
 from genesis.observability import StageTimer, record_cache_lookups, record_stages
@@ -169,7 +169,9 @@ class TokenCachedRAG:
 
     def answer_sync(self, query: str, collection: str, **kwargs: Any) -> RAGAnswer:
         """Blocking wrapper around :meth:`answer` (not for use inside a running loop)."""
-        return asyncio.run(self.answer(query, collection, **kwargs))
+        return run_blocking(
+            lambda: self.answer(query, collection, **kwargs), "answer_sync", "answer"
+        )
 
     async def _retrieve(
         self, query: str, collection: str, top_k: int, mode: RetrievalMode, timer: StageTimer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
@@ -159,9 +159,12 @@ class HALORouter:
         use_fallback: bool = True,
     ) -> Any:
         """Blocking :meth:`execute_with_finetuned_model_async`; not inside a running loop."""
-        _refuse_inside_loop()
-        return asyncio.run(
-            self.execute_with_finetuned_model_async(agent, messages, use_finetuned, use_fallback)
+        return run_blocking(
+            lambda: self.execute_with_finetuned_model_async(
+                agent, messages, use_finetuned, use_fallback
+            ),
+            "execute_with_finetuned_model",
+            "execute_with_finetuned_model_async",
         )
 
     def _check_known(self, agent: str) -> None:
@@ -229,14 +232,3 @@ def _check_cards(cards: Sequence[AgentCard], default_agent: str, threshold: floa
         raise ConfigError(
             f"router: threshold must be a cosine similarity in [-1, 1], got {threshold}"
         )
-
-
-def _refuse_inside_loop() -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(
-        "execute_with_finetuned_model() cannot run inside a running event loop; "
-        "await execute_with_finetuned_model_async()"
-    )
