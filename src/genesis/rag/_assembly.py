@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ from genesis.tokens._protocol import TokenIds, as_token_ids
 from genesis.tokens._segments import SegmentEncoder, normalize_segment
 
 logger = logging.getLogger(__name__)
+
+_SEGMENT_MEMO = 4096  # chunk segment texts kept (a few MB at most)
 
 DEFAULT_SYSTEM = (
     "You answer questions using only the numbered context passages below. "
@@ -150,6 +153,9 @@ class PromptAssembler:
         self._fixed: dict[str, _Piece] = {}
         self._markers: dict[int, _Piece] = {}
         self._warm = asyncio.Lock()
+        # (chunk id, content hash, heading) -> segment text: the pipeline (cache keys) and the layout
+        # (prompt text) both need it for every chunk of every request.
+        self._segment_texts: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
     @property
     def template(self) -> PromptTemplate:
@@ -179,10 +185,19 @@ class PromptAssembler:
 
         This is what the token cache stores IDs for; it holds no citation number.
         """
+        key = (chunk.id, chunk.hash, chunk.heading)
+        text = self._segment_texts.get(key)
+        if text is not None:
+            self._segment_texts.move_to_end(key)
+            return text
         t = self._template
         fmt = t.chunk_header_format if chunk.heading.strip() else t.chunk_header_no_heading
         header = fmt.format(source=chunk.source, heading=chunk.heading.strip())
-        return normalize_segment(f"{header}\n{chunk.text}")
+        text = normalize_segment(f"{header}\n{chunk.text}")
+        self._segment_texts[key] = text
+        if len(self._segment_texts) > _SEGMENT_MEMO:
+            self._segment_texts.popitem(last=False)
+        return text
 
     def query_segment_text(self, query: str) -> str:
         """The normalised question segment for ``query``, answer prefix included."""
