@@ -153,8 +153,8 @@ class PromptAssembler:
         self._fixed: dict[str, _Piece] = {}
         self._markers: dict[int, _Piece] = {}
         self._warm = asyncio.Lock()
-        # (chunk id, content hash, heading) -> segment text: the pipeline (cache keys) and the layout
-        # (prompt text) both need it for every chunk of every request.
+        # (chunk id, content hash, heading) -> segment text: the pipeline (cache keys) and
+        # the layout (prompt text) both need it for every chunk of every request.
         self._segment_texts: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
     @property
