@@ -124,6 +124,13 @@ class RouterSettings(_Model):
 class ServerSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Bodies over this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1024 * 1024)
+    # Requests in flight per process; past it a 503 with Retry-After, never a queue.
+    max_in_flight: int = Field(64, ge=1, le=100_000)
+    retry_after_s: float = Field(1.0, gt=0, le=3600)
+    # The QA and SE-Darwin agents run code a client sent: off unless a deployment opts in.
+    allow_code_execution: bool = False
 
 
 class ObservabilitySettings(_Model):

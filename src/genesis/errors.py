@@ -26,7 +26,11 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     ├── AgentError
     │   ├── UnknownAgentError
     │   └── SandboxError
-    └── PromptBudgetError
+    ├── PromptBudgetError
+    └── ServiceError
+        ├── RequestTooLargeError
+        ├── OverloadedError
+        └── FeatureDisabledError
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "CorruptEntryError",
+    "FeatureDisabledError",
     "GenesisError",
     "IngestError",
     "LLMBadRequestError",
@@ -45,10 +50,13 @@ __all__ = [
     "LLMRateLimitError",
     "LLMServerError",
     "LLMTimeoutError",
+    "OverloadedError",
     "PromptBudgetError",
+    "RequestTooLargeError",
     "RetrievalError",
-    "SegmentBoundaryError",
     "SandboxError",
+    "SegmentBoundaryError",
+    "ServiceError",
     "TokenizerError",
     "UnknownAgentError",
     "UnknownCollectionError",
@@ -142,3 +150,23 @@ class SandboxError(AgentError):
 
 class PromptBudgetError(GenesisError):
     """The fixed parts of a prompt alone exceed the context budget."""
+
+
+class ServiceError(GenesisError):
+    """The HTTP service refused a request before any work was done for it."""
+
+
+class RequestTooLargeError(ServiceError):
+    """A request body or field is over its size bound (413 over HTTP)."""
+
+
+class OverloadedError(ServiceError):
+    """Too many requests in flight in this process; try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class FeatureDisabledError(ServiceError):
+    """A capability that is off in this deployment's configuration (e.g. running client code)."""

@@ -1,4 +1,9 @@
-"""The HTTP API: lifespan -> middleware -> routes, config read once at the edge."""
+"""The HTTP API: lifespan -> middleware (body limit, in-flight bound) -> routes.
+
+Configuration is read once here, at the edge. Every route is typed against
+:class:`genesis.app.Genesis` and declares its response model, so ``/openapi.json`` says what
+is really returned, and every error is ``{"error": {"type", "message"}}``.
+"""
 
 from __future__ import annotations
 
@@ -6,68 +11,50 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
-from genesis.errors import (
-    AgentError,
-    ConfigError,
-    GenesisError,
-    LLMError,
-    PromptBudgetError,
-    RetrievalError,
-    UnknownAgentError,
-    UnknownCollectionError,
-)
+from genesis.app import AskResult
+from genesis.errors import FeatureDisabledError
 from genesis.observability import (
     enable_metrics,
     record_prompt_tokens,
     record_request,
     render_metrics,
 )
+from genesis.rag import RAGUsage
+from genesis.server._errors import ERROR_RESPONSES, add_error_handlers
+from genesis.server._limits import BodyLimitMiddleware, InFlightLimitMiddleware
+from genesis.server._models import (
+    AgentInfo,
+    AskBody,
+    CacheBody,
+    CacheStatsResponse,
+    ChatBody,
+    ChatCompletion,
+    ChatMessage,
+    Health,
+    Name,
+    QueryBody,
+    Readiness,
+    RouteBody,
+    RouteResponse,
+    RunBody,
+    SearchHit,
+)
+
+if TYPE_CHECKING:
+    from genesis.app import Genesis
+
+# Agent tasks that execute code a client sent (its source, its tests): off unless enabled.
+_CODE_TASKS = frozenset({"tests", "evolve"})
 
 
-class AskBody(BaseModel):
-    question: str = Field(min_length=1, max_length=8000)
-    agent: str | None = None
-    top_k: int | None = Field(None, ge=1, le=50)
-
-
-class QueryBody(BaseModel):
-    question: str = Field(min_length=1, max_length=8000)
-    top_k: int | None = Field(None, ge=1, le=50)
-
-
-class RouteBody(BaseModel):
-    text: str = Field(min_length=1, max_length=8000)
-    agent: str | None = None
-
-
-class ChatMessage(BaseModel):
-    role: str
-    content: str
-
-
-class ChatBody(BaseModel):
-    model: str = "genesis"
-    messages: list[ChatMessage] = Field(min_length=1)
-
-
-class RunBody(BaseModel):
-    input: str = Field(min_length=1, max_length=200_000)
-    tests: str | None = Field(None, max_length=200_000)
-    filename: str | None = Field(None, max_length=500)
-
-
-class CacheBody(BaseModel):
-    collection: str | None = None
-
-
-def create_app(genesis: Any) -> FastAPI:
+def create_app(genesis: Genesis) -> FastAPI:
     """Build the ASGI app around a (not yet warmed) :class:`genesis.app.Genesis`."""
+    server = genesis.settings.server
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,135 +67,137 @@ def create_app(genesis: Any) -> FastAPI:
         finally:
             await genesis.aclose()
 
-    app = FastAPI(title="Genesis", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Genesis",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
     app.state.genesis = genesis
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_routes(app, genesis)
+    # Added last = outermost: an oversized body is refused before it takes an in-flight slot.
+    app.add_middleware(
+        InFlightLimitMiddleware,
+        max_in_flight=server.max_in_flight,
+        retry_after_s=server.retry_after_s,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
     return app
 
 
-def _status_for(exc: GenesisError) -> int:
-    if isinstance(exc, UnknownAgentError | UnknownCollectionError):
-        return 404
-    if isinstance(exc, PromptBudgetError | ConfigError):
-        return 422
-    if isinstance(exc, LLMError):
-        return 502
-    if isinstance(exc, AgentError | RetrievalError):
-        return 500
-    return 500
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    async def on_genesis_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GenesisError)
-        body = {"error": {"type": type(exc).__name__, "message": str(exc)}}
-        return JSONResponse(body, status_code=_status_for(exc))
-
-    async def on_value_error(request: Request, exc: Exception) -> JSONResponse:
-        body = {"error": {"type": "ValueError", "message": str(exc)}}
-        return JSONResponse(body, status_code=422)
-
-    app.add_exception_handler(GenesisError, on_genesis_error)
-    app.add_exception_handler(ValueError, on_value_error)
-
-
-def _timed(response: Response, result: Any) -> None:
+def _timed(response: Response, result: AskResult) -> None:
     timings = result.answer.timings_ms
     response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
 
 
-def _add_routes(app: FastAPI, genesis: Any) -> None:
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+def _add_routes(app: FastAPI, genesis: Genesis) -> None:
+    _add_health_routes(app, genesis)
+    _add_answer_routes(app, genesis)
+    _add_admin_routes(app, genesis)
 
-    @app.get("/health/ready")
+
+def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
+    @app.get("/health")
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
     async def ready() -> JSONResponse:
         report = await genesis.health()
         return JSONResponse(report, status_code=200 if report["status"] != "down" else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 
+
+def _add_answer_routes(app: FastAPI, genesis: Genesis) -> None:
     @app.get("/v1/agents")
-    async def agents() -> list[dict[str, Any]]:
-        return genesis.describe_agents()  # type: ignore[no-any-return]
+    async def agents() -> list[AgentInfo]:
+        return [AgentInfo.model_validate(a) for a in genesis.describe_agents()]
 
     @app.post("/v1/ask")
-    async def ask(body: AskBody, response: Response) -> dict[str, Any]:
+    async def ask(body: AskBody, response: Response) -> AskResult:
         result = await _answer(genesis, body.question, body.agent, body.top_k)
         _timed(response, result)
-        return result.as_dict()  # type: ignore[no-any-return]
+        return result
 
     @app.post("/v1/agents/{agent}/query")
-    async def query(agent: str, body: QueryBody, response: Response) -> dict[str, Any]:
+    async def query(agent: Name, body: QueryBody, response: Response) -> AskResult:
         result = await _answer(genesis, body.question, agent, body.top_k)
         _timed(response, result)
-        return result.as_dict()  # type: ignore[no-any-return]
+        return result
 
     @app.post("/v1/agents/{agent}/run")
-    async def run(agent: str, body: RunBody) -> dict[str, Any]:
+    async def run(agent: Name, body: RunBody) -> dict[str, Any]:
+        target = genesis.agent(agent)
+        if target.profile.task in _CODE_TASKS and not genesis.settings.server.allow_code_execution:
+            raise FeatureDisabledError(
+                f"agent {agent!r} runs client-supplied code, which is disabled in this "
+                "deployment (server.allow_code_execution)"
+            )
         extra = {k: v for k, v in (("tests", body.tests), ("filename", body.filename)) if v}
-        result = await genesis.agent(agent).run(body.input, **extra)
-        return result.as_dict()  # type: ignore[no-any-return]
+        result = await target.run(body.input, **extra)
+        return result.as_dict()
 
     @app.post("/v1/route")
-    async def route(body: RouteBody) -> dict[str, Any]:
+    async def route(body: RouteBody) -> RouteResponse:
         decision = genesis.route(body.text, agent=body.agent)
-        return {
-            "agent": decision.agent,
-            "confidence": decision.confidence,
-            "reason": decision.reason,
-            "method": decision.method,
-        }
+        return RouteResponse(
+            agent=decision.agent,
+            confidence=decision.confidence,
+            reason=decision.reason,
+            method=decision.method,
+        )
 
     @app.get("/v1/search")
     async def search(
-        q: str,
-        collection: str,
+        q: Annotated[str, Query(min_length=1, max_length=2000, pattern=r"\S")],
+        collection: Annotated[str, Query(min_length=1, max_length=64)],
         top_k: Annotated[int, Query(ge=1, le=100)] = 5,
-        mode: str = "hybrid",
-    ) -> Any:
-        if mode not in ("hybrid", "dense", "bm25"):
-            raise HTTPException(422, f"mode must be hybrid, dense or bm25, not {mode!r}")
+        mode: Literal["hybrid", "dense", "bm25"] = "hybrid",
+    ) -> list[SearchHit]:
         hits = await genesis.search(q, collection, top_k=top_k, mode=mode)
         return [
-            {
-                "rank": h.rank,
-                "score": h.score,
-                "source": h.chunk.source,
-                "heading": h.chunk.heading,
-                "chunk_id": h.chunk.id,
-                "text": h.chunk.text,
-            }
+            SearchHit(
+                rank=h.rank,
+                score=h.score,
+                source=h.chunk.source,
+                heading=h.chunk.heading,
+                chunk_id=h.chunk.id,
+                text=h.chunk.text,
+            )
             for h in hits
         ]
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody, response: Response) -> dict[str, Any]:
+    async def chat(body: ChatBody, response: Response) -> ChatCompletion:
         question = _last_user_message(body.messages)
         agent = None if body.model in ("genesis", "auto") else body.model
         result = await _answer(genesis, question, agent, None)
         _timed(response, result)
         return _openai_chat_response(body.model, result)
 
+
+def _add_admin_routes(app: FastAPI, genesis: Genesis) -> None:
     @app.get("/admin/cache/stats")
-    async def cache_stats() -> Any:
-        return await genesis.cache_stats()
+    async def cache_stats() -> CacheStatsResponse:
+        return CacheStatsResponse.model_validate(await genesis.cache_stats())
 
     @app.post("/admin/cache/clear")
-    async def cache_clear(body: CacheBody) -> Any:
+    async def cache_clear(body: CacheBody) -> dict[str, int]:
         return await genesis.cache_clear(body.collection)
 
     @app.post("/admin/cache/warm")
-    async def cache_warm(body: CacheBody) -> Any:
+    async def cache_warm(body: CacheBody) -> dict[str, int]:
         return await genesis.cache_warm(body.collection)
 
 
-async def _answer(genesis: Any, question: str, agent: str | None, top_k: int | None) -> Any:
+async def _answer(
+    genesis: Genesis, question: str, agent: str | None, top_k: int | None
+) -> AskResult:
     begin = time.perf_counter()
     status = "error"
     # Only configured names become metric labels: a client's string must not grow the series.
@@ -228,10 +217,10 @@ def _last_user_message(messages: list[ChatMessage]) -> str:
     for message in reversed(messages):
         if message.role == "user" and message.content.strip():
             return message.content
-    raise HTTPException(422, "messages must contain a non-empty user message")
+    raise ValueError("messages must contain a non-empty user message")
 
 
-def _openai_usage(usage: Any) -> dict[str, Any]:
+def _openai_usage(usage: RAGUsage) -> dict[str, Any]:
     """The backend's own count when it gave one (a chat API counts its template too);
     Genesis' cache savings only where the prompt went as Genesis' token IDs."""
     prompt = usage.backend_prompt_tokens or usage.prompt_tokens
@@ -244,21 +233,22 @@ def _openai_usage(usage: Any) -> dict[str, Any]:
     }
 
 
-def _openai_chat_response(model: str, result: Any) -> dict[str, Any]:
+def _openai_chat_response(model: str, result: AskResult) -> ChatCompletion:
     answer = result.answer
-    usage = answer.usage
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.answer},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": _openai_usage(usage),
-        "genesis": result.as_dict(),
-    }
+    return ChatCompletion.model_validate(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.answer},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _openai_usage(answer.usage),
+            "genesis": result.as_dict(),
+        }
+    )
