@@ -18,7 +18,14 @@ from typing import Any
 from genesis.agents import Agent
 from genesis.cache import CircuitBreaker, RedisTokenStore, SqliteTokenStore, TokenCache, TokenStore
 from genesis.config import AgentProfile, Settings, load_settings, redact_url
-from genesis.errors import CacheError, ConfigError, GenesisError, TokenizerError, UnknownAgentError
+from genesis.errors import (
+    CacheError,
+    ConfigError,
+    GenesisError,
+    PromptBudgetError,
+    TokenizerError,
+    UnknownAgentError,
+)
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -289,7 +296,12 @@ class Genesis:
         collection: str | None = None,
         top_k: int | None = None,
     ) -> AskResult:
-        """Route (unless ``agent`` is given) and answer through the token-cached pipeline."""
+        """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
+
+        A question longer than half of the agent's context budget (in tokens of the prompt's
+        tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
+        """
+        await self.check_question(question, agent)
         # One-time loading (model weights, the router's card embeddings) is start-up cost,
         # not part of this request's waterfall.
         self.embedder.warm_up()
@@ -308,6 +320,27 @@ class Genesis:
         return AskResult(
             decision.agent, decision.method, decision.reason, decision.confidence, answer
         )
+
+    async def check_question(self, question: str, agent: str | None = None) -> int:
+        """The question's token count; PromptBudgetError when it cannot fit ``agent``'s
+        budget (the smallest budget of all agents when the router is to choose)."""
+        if agent is not None:
+            profiles = [self.agent(agent).profile]
+        else:
+            profiles = list(self.settings.agents.values())
+        limit = min(self._prompt_budget(p) for p in profiles) // 2
+        [ids] = await self.tokenizer.encode_batch([question])
+        if len(ids) > limit:
+            who = f"agent {agent!r}" if agent else "every agent"
+            raise PromptBudgetError(
+                f"the question is {len(ids)} tokens long; {who} accepts at most {limit} "
+                "(half of its context budget, so that retrieved context still fits)"
+            )
+        return len(ids)
+
+    def _prompt_budget(self, profile: AgentProfile) -> int:
+        room = self.settings.llm.max_context_tokens - profile.max_tokens
+        return min(profile.context_budget, room)
 
     def describe_agents(self) -> list[dict[str, Any]]:
         return [

@@ -185,3 +185,15 @@ async def test_past_the_in_flight_bound_a_503_with_retry_after(
         release.set()
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
         assert (await http.get("/v1/slow")).status_code == 200
+
+
+def test_a_question_over_the_agents_token_budget_is_refused_before_embedding(
+    client: httpx.Client,
+) -> None:
+    question = "qzx " * 1900  # under the character bound, far over half the token budget
+    response = client.post("/v1/agents/support/query", json={"question": question})
+    assert response.status_code == 422, response.text
+    error = _error(response)
+    assert error["type"] == "PromptBudgetError"
+    assert "tokens" in error["message"]
+    assert "qzx qzx" not in response.text

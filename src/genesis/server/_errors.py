@@ -34,12 +34,13 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 300
 _MAX_VALIDATION_ITEMS = 5
-_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
+_HTTP_KINDS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}
 
 # Documented on every route, so clients (and schemathesis) know each status the API may give.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
+        (400, "malformed request body (not UTF-8 or not parseable)"),
         (401, "missing or wrong API key"),
         (403, "the key lacks the scope, or the feature is disabled"),
         (404, "unknown agent, collection or route"),

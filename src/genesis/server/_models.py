@@ -58,10 +58,23 @@ class ChatMessage(BaseModel):
     content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
+# The schema says what the endpoint needs: at least one user message with text in it.
+_HAS_USER_TEXT = {
+    "contains": {
+        "type": "object",
+        "properties": {"role": {"const": "user"}, "content": {"type": "string", "pattern": r"\S"}},
+        "required": ["role", "content"],
+    }
+}
+
+
 class ChatBody(BaseModel):
     # OpenAI clients send fields Genesis does not use (e.g. ``stream: false``): allowed here.
     model: Name = "genesis"
-    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    messages: Annotated[
+        list[ChatMessage],
+        Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra=_HAS_USER_TEXT),
+    ]
 
 
 class RunBody(_Body):
