@@ -10,12 +10,14 @@ escapes line breaks (an upstream body must not forge log lines).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = ["REDACTED", "redact", "redact_excerpt"]
 
 REDACTED = "***"
 DEFAULT_EXCERPT_CHARS = 300
 _PRECUT_FACTOR = 8
+_MIN_KNOWN_CHARS = 6
 
 _SECRET_NAMES = (
     r"api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
@@ -51,14 +53,22 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def redact(text: str) -> str:
-    """``text`` with anything that looks like a credential replaced by ``***``."""
+def redact(text: str, known: Iterable[str] = ()) -> str:
+    """``text`` with anything that looks like a credential replaced by ``***``.
+
+    ``known``: secrets the caller holds (its own API key), removed verbatim wherever they
+    appear, labelled or not; values shorter than 6 characters are ignored (they would
+    blank out ordinary words).
+    """
+    for secret in known:
+        if len(secret) >= _MIN_KNOWN_CHARS:
+            text = text.replace(secret, REDACTED)
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text
 
 
-def redact_excerpt(text: str, limit: int = DEFAULT_EXCERPT_CHARS) -> str:
+def redact_excerpt(text: str, limit: int = DEFAULT_EXCERPT_CHARS, known: Iterable[str] = ()) -> str:
     """Redacted, then cut to ``limit`` characters, on one line: safe to put in a log."""
     if not text:
         return "<empty>"
@@ -67,7 +77,7 @@ def redact_excerpt(text: str, limit: int = DEFAULT_EXCERPT_CHARS) -> str:
         # Bound the regex work on a huge body; the run of characters cut in two is dropped
         # whole, so no fragment of a key too short to be recognised survives.
         text = re.sub(r"\S*$", "", text[: _PRECUT_FACTOR * limit])
-    clean = redact(text)
+    clean = redact(text, known)
     clean = clean.replace("\r", "\\r").replace("\n", "\\n")
     if len(clean) <= limit and len(text) == total:
         return clean

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ from genesis.errors import (
 logger = logging.getLogger(__name__)
 
 _EXCERPT_CHARS = 300
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -79,6 +81,7 @@ async def post_json(
     """
     if timeout_s <= 0:
         raise LLMTimeoutError(f"{what}: no time left (timeout {timeout_s:.3f}s)")
+    known = _header_secrets(headers)
     try:
         async with asyncio.timeout(timeout_s):
             response = await client.post(url, json=payload, headers=headers, timeout=timeout_s)
@@ -86,30 +89,35 @@ async def post_json(
         raise LLMTimeoutError(f"{what}: no answer within {timeout_s:.2f}s") from exc
     except httpx.HTTPError as exc:  # connection refused/reset, protocol errors
         # httpx messages can name the URL; the type is enough for the client.
-        _log_upstream(what, f"transport error {type(exc).__name__}", str(exc))
+        _log_upstream(what, f"transport error {type(exc).__name__}", str(exc), known)
         raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
-    return decode_response(response, what)
+    return decode_response(response, what, known=known)
 
 
-def decode_response(response: httpx.Response, what: str) -> dict[str, Any]:
-    """Map the status to the error tree, then parse the JSON object body."""
+def decode_response(
+    response: httpx.Response, what: str, *, known: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Map the status to the error tree, then parse the JSON object body.
+
+    ``known``: the secrets this call sent (its API key), also removed verbatim from the log.
+    """
     status = response.status_code
     if status != 200:
-        raise _status_error(response, what)
+        raise _status_error(response, what, known)
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _log_upstream(what, "unreadable JSON body", _body_text(response))
+        _log_upstream(what, "unreadable JSON body", _body_text(response), known)
         raise LLMServerError(f"{what}: upstream returned an unreadable JSON body") from exc
     if not isinstance(body, dict):
         raise LLMServerError(f"{what}: expected a JSON object, got {type(body).__name__}")
     return body
 
 
-def _status_error(response: httpx.Response, what: str) -> Exception:
+def _status_error(response: httpx.Response, what: str, known: Sequence[str]) -> Exception:
     """The error for a non-200 status; the body is logged (redacted), never put in it."""
     status = response.status_code
-    _log_upstream(what, f"upstream returned {status}", _body_text(response))
+    _log_upstream(what, f"upstream returned {status}", _body_text(response), known)
     if status == 408:
         return LLMTimeoutError(f"{what}: upstream returned 408 (timed out)")
     if status == 429:
@@ -153,12 +161,18 @@ def _body_text(response: httpx.Response) -> str:
         return "<undecodable body>"
 
 
-def _log_upstream(what: str, problem: str, detail: str) -> None:
+def _header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The credentials among the headers sent: ``Bearer k`` -> ``k``."""
+    values = (v for k, v in headers.items() if k.lower() in _SECRET_HEADERS)
+    return [v.split(" ", 1)[-1] for v in values]
+
+
+def _log_upstream(what: str, problem: str, detail: str, known: Sequence[str] = ()) -> None:
     """Log what the upstream sent, for operators: redacted, truncated, on one line."""
     logger.warning(
         "%s: %s: %s",
         what,
         problem,
-        redact_excerpt(detail, _EXCERPT_CHARS),
+        redact_excerpt(detail, _EXCERPT_CHARS, known),
         extra={"upstream_problem": problem},
     )
