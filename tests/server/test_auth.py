@@ -467,3 +467,38 @@ def test_a_rate_limited_key_gets_429_with_retry_after() -> None:
     _assert_error(refused, 429, "RateLimitExceededError")
     assert 90 <= int(refused.headers["Retry-After"]) <= 100  # one token at 0.01/s
     assert other.status_code == 200  # buckets are per key
+
+
+# -- genesis keys ------------------------------------------------------------------------------
+
+
+def test_keys_new_makes_a_key_that_its_printed_entry_accepts(tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from genesis.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["keys", "new", "--id", "ci", "-s", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.stdout)
+    assert made["sha256"] == hash_api_key(made["key"]) and made["scopes"] == ["run"]
+    plain = CliRunner().invoke(cli, ["keys", "new", "--id", "ci", "-s", "run"])
+    entry = next(line for line in plain.stdout.splitlines() if line.startswith("entry: "))
+    (tmp_path / "dev.yaml").write_text("auth:\n  keys:\n    " + entry.removeprefix("entry: "))
+    key = next(line for line in plain.stdout.splitlines() if line.startswith("key: "))
+    auth = Authenticator.from_settings(load_settings(config_dir=tmp_path, environ={}))
+    principal = auth.authenticate("Bearer " + key.removeprefix("key:").strip())
+    assert principal.key_id == "ci" and principal.scopes == {"run"}
+
+
+def test_keys_hash_reads_the_key_from_stdin() -> None:
+    from typer.testing import CliRunner
+
+    from genesis.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["keys", "hash"], input=OPS_KEY + "\n")
+    assert result.exit_code == 0 and result.stdout.strip() == hash_api_key(OPS_KEY)
+    assert CliRunner().invoke(cli, ["keys", "hash"], input="").exit_code == 2
+    bad = CliRunner().invoke(cli, ["keys", "new", "-s", "root"])
+    assert bad.exit_code == 2 and "--scope" in bad.output

@@ -129,8 +129,10 @@ class RateLimiter:
     """Refuses a client past its scope's bucket with :class:`RateLimitExceededError`.
 
     ``redis``: shared buckets (the limiter does not close this client); ``None``: in-process.
-    While Redis fails, buckets are counted in-process; one warning when that starts, one
-    info line when Redis answers again.
+    ``shared`` instead of ``redis``: any other :class:`BucketStore` whose failures
+    (``RedisError``, ``OSError``, ``TimeoutError``) are treated the same way. While the shared
+    store fails, buckets are counted in-process; one warning when that starts, one info line
+    when it answers again.
     """
 
     def __init__(
@@ -138,16 +140,17 @@ class RateLimiter:
         settings: RateLimitSettings,
         *,
         redis: Redis | None = None,
+        shared: BucketStore | None = None,
         retry_redis_s: float = 5.0,
         clock: Clock = time.monotonic,
     ) -> None:
+        if redis is not None and shared is not None:
+            raise ValueError("give redis or shared, not both")
         self._settings = settings
         self._local = LocalBuckets(settings.max_local_buckets, clock=clock)
-        self._shared = (
-            None
-            if redis is None
-            else RedisBuckets(redis, prefix=settings.prefix, op_timeout_s=settings.op_timeout_s)
-        )
+        if redis is not None:
+            shared = RedisBuckets(redis, prefix=settings.prefix, op_timeout_s=settings.op_timeout_s)
+        self._shared = shared
         self._retry_redis_s = retry_redis_s
         self._clock = clock
         self._redis_down_until: float | None = None
