@@ -28,6 +28,7 @@ from genesis.server._auth import (
     AccessControl,
     Authenticator,
     Principal,
+    access_log_fields,
     check_bind,
     hash_api_key,
     http_error_details,
@@ -137,6 +138,11 @@ def test_without_keys_a_caller_is_anonymous_with_the_query_scope_only() -> None:
     for scope in ("run", "admin"):
         with pytest.raises(AuthenticationError, match=f"the {scope} scope needs an API key"):
             auth.authorize(principal, scope)  # type: ignore[arg-type]
+    with pytest.raises(AuthenticationError, match="none configured"):
+        auth.authorize(principal, "run")
+    keyed = _auth(KEYS)
+    with pytest.raises(AuthenticationError, match="Authorization: Bearer"):
+        keyed.authorize(Principal(None, frozenset({"query"})), "run")
 
 
 def test_without_keys_a_presented_key_is_still_checked() -> None:
@@ -293,7 +299,13 @@ def _test_app(settings: Settings) -> FastAPI:
 
     @app.get("/open")
     async def open_route(request: Request) -> dict[str, Any]:
-        return {"principal": principal_of(request)}
+        return {"principal": principal_of(request), "log": access_log_fields(request)}
+
+    @app.get("/logged")
+    async def logged(
+        request: Request, _: Annotated[Any, Depends(requires("query"))]
+    ) -> dict[str, str]:
+        return access_log_fields(request)
 
     return app
 
@@ -410,7 +422,12 @@ def test_the_principal_reaches_the_route_and_the_request_state(keyed_url: str) -
         "scopes": ["query"],
     }
     assert httpx.post(keyed_url + "/admin", headers=_bearer(OPS_KEY)).json() == {"logged_as": "ops"}
-    assert httpx.get(keyed_url + "/open").json() == {"principal": None}
+    assert httpx.get(keyed_url + "/open").json() == {
+        "principal": None,
+        "log": {"key_id": "-", "client": "127.0.0.1"},
+    }
+    logged = httpx.get(keyed_url + "/logged", headers=_bearer(APP_KEY)).json()
+    assert logged == {"key_id": "app", "client": "127.0.0.1"}
 
 
 @pytest.mark.integration

@@ -48,6 +48,7 @@ __all__ = [
     "AccessControl",
     "Authenticator",
     "Principal",
+    "access_log_fields",
     "bearer_scheme",
     "check_bind",
     "hash_api_key",
@@ -162,9 +163,13 @@ class Authenticator:
         if scope in principal.scopes:
             return
         if principal.anonymous:
-            raise AuthenticationError(
-                f"the {scope} scope needs an API key: send it as 'Authorization: Bearer <key>'"
+            # Without keys configured no key can help: say so rather than invite guessing.
+            hint = (
+                "send it as 'Authorization: Bearer <key>'"
+                if self._keys
+                else "this server has none configured (auth.keys)"
             )
+            raise AuthenticationError(f"the {scope} scope needs an API key: {hint}")
         raise PermissionDeniedError(
             f"API key {principal.key_id!r} does not have the {scope} scope", scope
         )
@@ -263,6 +268,15 @@ def principal_of(request: Request) -> Principal | None:
     """The principal a guard admitted for this request (for the access log), if any."""
     principal = getattr(request.state, "principal", None)
     return principal if isinstance(principal, Principal) else None
+
+
+def access_log_fields(request: Request) -> dict[str, str]:
+    """``{"key_id", "client"}`` for an access-log line: the key id (``anonymous`` when the
+    guard admitted a caller without one, ``-`` on routes without a guard), never the key."""
+    principal = principal_of(request)
+    if principal is not None:
+        return principal.log_extra()
+    return {"key_id": "-", "client": _client(request)}
 
 
 def _control_of(request: Request) -> AccessControl:

@@ -121,8 +121,11 @@ class RedisBuckets:
         args = [repr(float(bucket.rate_per_s)), str(bucket.burst), repr(float(cost))]
         async with asyncio.timeout(self._timeout):
             reply = await self._script(keys=[f"{self._prefix}:{key}"], args=args)
-        allowed, retry = reply
-        return 0.0 if int(allowed) == 1 else max(float(retry), 1e-3)
+        try:
+            allowed, retry = reply
+            return 0.0 if int(allowed) == 1 else max(float(retry), 1e-3)
+        except (TypeError, ValueError) as exc:  # counts as a failing Redis: fall back
+            raise RedisError(f"unexpected rate-limit script reply {type(reply).__name__}") from exc
 
 
 class RateLimiter:
