@@ -14,13 +14,11 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from genesis.config import ApiKeySettings, AuthSettings, Settings, load_settings
 from genesis.errors import (
     AuthenticationError,
     ConfigError,
-    GenesisError,
     PermissionDeniedError,
     RateLimitExceededError,
 )
@@ -37,6 +35,7 @@ from genesis.server._auth import (
     principal_of,
     requires,
 )
+from genesis.server._errors import add_error_handlers
 
 OPS_KEY = new_api_key()
 APP_KEY = new_api_key()
@@ -272,17 +271,10 @@ def test_a_bind_with_keys_logs_ids_never_keys(caplog: pytest.LogCaptureFixture) 
 
 
 def _test_app(settings: Settings) -> FastAPI:
-    """An app with one route per scope and the error format the server uses."""
+    """An app with one route per scope and the server's own error handlers."""
     app = FastAPI()
     AccessControl.from_settings(settings).install(app)
-
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GenesisError)
-        status, headers = http_error_details(exc) or (500, {})
-        body = {"error": {"type": type(exc).__name__, "message": str(exc)}}
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    app.add_exception_handler(GenesisError, on_error)
+    add_error_handlers(app)
 
     @app.post("/query")
     async def query(p: Annotated[Principal, Depends(requires("query"))]) -> dict[str, Any]:

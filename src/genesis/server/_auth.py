@@ -40,7 +40,7 @@ from genesis.errors import (
     PermissionDeniedError,
     RateLimitExceededError,
 )
-from genesis.server._ratelimit import RateLimiter, retry_after_header
+from genesis.server._ratelimit import RateLimiter
 
 __all__ = [
     "ANONYMOUS_SCOPES",
@@ -65,7 +65,6 @@ SCOPES: tuple[Scope, ...] = get_args(Scope)
 ANONYMOUS_SCOPES: frozenset[Scope] = frozenset({"query"})
 KEY_PREFIX = "gk_"  # recognisable in a leaked log (genesis._redact knows it)
 _MAX_KEY_CHARS = 512  # longer is no key of ours; refuse before hashing it
-_WWW_AUTHENTICATE = 'Bearer realm="genesis"'
 
 # Declares the scheme in /openapi.json (the "Authorize" button of /docs). auto_error=False:
 # the guard reads the header itself, so a malformed one is a 401 rather than anonymous.
@@ -301,16 +300,12 @@ def _client(request: Request) -> str:
 def http_error_details(exc: GenesisError) -> tuple[int, dict[str, str]] | None:
     """Status code and headers for the errors of this module; ``None`` for any other.
 
-    401 carries ``WWW-Authenticate: Bearer``, 403 the missing scope in it (RFC 6750), 429
-    ``Retry-After`` in whole seconds.
+    The errors carry both (``status_code``, ``headers``), which is what the server's error
+    handler reads: 401 with ``WWW-Authenticate: Bearer``, 403 naming the missing scope in it
+    (RFC 6750), 429 with ``Retry-After`` in whole seconds.
     """
-    if isinstance(exc, AuthenticationError):
-        return 401, {"WWW-Authenticate": _WWW_AUTHENTICATE}
-    if isinstance(exc, PermissionDeniedError):
-        challenge = f'{_WWW_AUTHENTICATE}, error="insufficient_scope", scope="{exc.scope}"'
-        return 403, {"WWW-Authenticate": challenge}
-    if isinstance(exc, RateLimitExceededError):
-        return 429, {"Retry-After": retry_after_header(exc.retry_after_s)}
+    if isinstance(exc, AuthenticationError | PermissionDeniedError | RateLimitExceededError):
+        return exc.status_code, exc.headers
     return None
 
 
