@@ -289,6 +289,12 @@ def _test_app(settings: Settings) -> FastAPI:
         principal = principal_of(request)  # what an access-log middleware reads
         return {"logged_as": principal.name if principal else None}
 
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["X-Logged-As"] = access_log_fields(request)["key_id"]
+        return response
+
     @app.get("/open")
     async def open_route(request: Request) -> dict[str, Any]:
         return {"principal": principal_of(request), "log": access_log_fields(request)}
@@ -420,6 +426,24 @@ def test_the_principal_reaches_the_route_and_the_request_state(keyed_url: str) -
     }
     logged = httpx.get(keyed_url + "/logged", headers=_bearer(APP_KEY)).json()
     assert logged == {"key_id": "app", "client": "127.0.0.1"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("headers", "status", "logged_as"),
+    [
+        (_bearer(APP_KEY), 403, "app"),  # a refused scope is still logged with its key id
+        (_bearer(OPS_KEY), 200, "ops"),
+        (_bearer("gk_wrong-key-of-the-right-shape-123456"), 401, "-"),
+        ({}, 401, "-"),
+    ],
+)
+def test_a_middleware_access_log_sees_the_key_id(
+    keyed_url: str, headers: dict[str, str], status: int, logged_as: str
+) -> None:
+    response = httpx.post(keyed_url + "/admin", headers=headers)
+    assert response.status_code == status
+    assert response.headers["X-Logged-As"] == logged_as
 
 
 @pytest.mark.integration

@@ -234,10 +234,14 @@ class AccessControl:
     async def check(self, authorization: str | None, client: str, scope: Scope) -> Principal:
         """Authenticate, authorize ``scope``, then take one request from the rate bucket."""
         principal = self.authenticator.authenticate(authorization, client)
+        await self.admit(principal, scope)
+        return principal
+
+    async def admit(self, principal: Principal, scope: Scope) -> None:
+        """Authorize ``scope`` for an authenticated principal and count the request."""
         self.authenticator.authorize(principal, scope)
         if self.limiter is not None:
             await self.limiter.acquire(principal.rate_key, scope)
-        return principal
 
 
 def requires(scope: Scope) -> Callable[..., Awaitable[Principal]]:
@@ -255,8 +259,11 @@ def requires(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     ) -> Principal:
         control = _control_of(request)
-        principal = await control.check(_authorization(request), _client(request), scope)
+        principal = control.authenticator.authenticate(_authorization(request), _client(request))
+        # Left on the request before the scope and rate checks, so that the access log names
+        # the key of a 403 or 429 too.
         request.state.principal = principal
+        await control.admit(principal, scope)
         return principal
 
     guard.__name__ = f"requires_{scope}"
