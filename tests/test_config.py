@@ -140,3 +140,35 @@ def test_errors_name_the_override_that_caused_them() -> None:
     message = str(info.value)
     assert message.count("environment overrides") == 1
     assert "cache.ttl_s" in message and "--set" in message
+
+
+def test_auth_defaults_no_keys_and_rate_limits_on() -> None:
+    settings = load_settings(environ={})
+    assert settings.auth.keys == []
+    limits = settings.auth.rate_limits
+    assert limits.enabled
+    assert limits.bucket("query").burst == 40 and limits.bucket("run").rate_per_s == 0.2
+    assert settings.server.host == "127.0.0.1"  # no keys: loopback only
+
+
+def test_rate_limits_are_overridable_and_validated_by_key() -> None:
+    env = {"GENESIS__AUTH__RATE_LIMITS__ENABLED": "false"}
+    assert load_settings(environ=env).auth.rate_limits.enabled is False
+    env = {"GENESIS__AUTH__RATE_LIMITS__RUN__BURST": "1"}
+    assert load_settings(environ=env).auth.rate_limits.run.burst == 1
+    with pytest.raises(ConfigError, match=r"auth\.rate_limits\.query\.rate_per_s"):
+        load_settings(environ={"GENESIS__AUTH__RATE_LIMITS__QUERY__RATE_PER_S": "0"})
+
+
+def test_a_plain_key_in_a_config_file_is_kept_only_as_its_digest(tmp_path: Path) -> None:
+    import hashlib
+
+    key = "gk_" + "k" * 40
+    (tmp_path / "dev.yaml").write_text(
+        "auth:\n  keys:\n    - {id: ops, key: '${OPS_KEY}', scopes: [admin]}\n"
+    )
+    settings = load_settings(config_dir=tmp_path, environ={"OPS_KEY": key})
+    assert settings.auth.keys[0].sha256 == hashlib.sha256(key.encode()).hexdigest()
+    assert key not in repr(settings) and key not in str(settings.model_dump())
+    with pytest.raises(ConfigError, match="OPS_KEY"):
+        load_settings(config_dir=tmp_path, environ={})

@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect, warm or clear the token cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+keys_app = typer.Typer(help="Make API keys and their digests for auth.keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -367,3 +369,54 @@ def serve(
         port=port if port is not None else settings.server.port,
         log_level="info",
     )
+
+
+@keys_app.command("new")
+def keys_new(
+    key_id: Annotated[str, typer.Option("--id", help="The key's id, as logs will show it")] = "ops",
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", "-s", help="query | run | admin (repeat)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a new API key; print it once, with the auth.keys entry that holds its digest.
+
+    Give the key to the client; put only the entry (or the key in an environment variable
+    read as ``key: ${VAR}``) in the configuration.
+    """
+    from pydantic import ValidationError
+
+    from genesis.config import ApiKeySettings
+    from genesis.server._auth import hash_api_key, new_api_key
+
+    key = new_api_key()
+    try:
+        entry = ApiKeySettings(id=key_id, sha256=hash_api_key(key), scopes=scope or ["query"])
+    except ValidationError as exc:  # a bad id or scope
+        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        _fail(ValueError(problems.replace("--scopes", "--scope")))
+    scopes = ", ".join(entry.scopes)
+    if as_json:
+        out.print_json(json.dumps({"key": key, **entry.model_dump()}))
+        return
+    # soft_wrap: one line each, whatever the terminal width, so that they copy whole.
+    out.print(f"key:   {key}", markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        f'entry: - {{id: {entry.id}, sha256: "{entry.sha256}", scopes: [{scopes}]}}',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    err.print("The key is shown only now: store it where the client reads it.")
+
+
+@keys_app.command("hash")
+def keys_hash() -> None:
+    """Print the SHA-256 digest of a key read from stdin (never from the command line,
+    which shell history and ``ps`` would keep)."""
+    from genesis.server._auth import hash_api_key
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        _fail(ValueError('no key on stdin; e.g. printf %s "$KEY" | genesis keys hash'))
+    out.print(hash_api_key(key), markup=False, highlight=False, soft_wrap=True)

@@ -9,6 +9,7 @@ Library code never reads ``os.environ``: it receives these value objects.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -17,17 +18,30 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from genesis.errors import ConfigError
 
 __all__ = [
     "AgentProfile",
+    "ApiKeySettings",
+    "AuthSettings",
+    "BucketSettings",
     "CacheSettings",
     "KnowledgeSettings",
     "LLMSettings",
+    "RateLimitSettings",
     "RedisSettings",
     "RouterSettings",
+    "Scope",
     "ServerSettings",
     "Settings",
     "TokenizerSettings",
@@ -39,6 +53,7 @@ ENVS = ("dev", "staging", "production")
 PACKAGED_DIR = Path(__file__).resolve().parent / "defaults"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ENV_PREFIX = "GENESIS__"
+MIN_API_KEY_CHARS = 24
 
 
 class _Model(BaseModel):
@@ -133,6 +148,86 @@ class ServerSettings(_Model):
     allow_code_execution: bool = False
 
 
+Scope = Literal["query", "run", "admin"]
+
+
+class ApiKeySettings(_Model):
+    """One API key: an id (what logs show), its scopes, and the key itself only as a SHA-256
+    digest. ``key`` (e.g. ``${GENESIS_API_KEY}``) is accepted for convenience and hashed
+    while loading: the plain key is never kept in the settings."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: tuple[Scope, ...] = ("query",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_plain_key(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "key" not in data:
+            return data
+        data = dict(data)
+        plain = data.pop("key")
+        if isinstance(plain, SecretStr):
+            plain = plain.get_secret_value()
+        if data.get("sha256") is not None:
+            raise ValueError("give either key or sha256, not both")
+        if not isinstance(plain, str) or len(plain) < MIN_API_KEY_CHARS:
+            # The value is never echoed: it is (or should have been) a secret.
+            raise ValueError(
+                f"key must be a string of at least {MIN_API_KEY_CHARS} characters "
+                "(make one with `genesis keys new`)"
+            )
+        data["sha256"] = hashlib.sha256(plain.encode("utf-8")).hexdigest()
+        return data
+
+    @field_validator("scopes")
+    @classmethod
+    def _some_scope(cls, value: tuple[Scope, ...]) -> tuple[Scope, ...]:
+        if not value:
+            raise ValueError("a key needs at least one scope")
+        return tuple(dict.fromkeys(value))
+
+
+class BucketSettings(_Model):
+    """A token bucket: ``burst`` requests at once, refilled at ``rate_per_s``."""
+
+    rate_per_s: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class RateLimitSettings(_Model):
+    """Per-client request rates, one bucket per (key id, scope); anonymous clients are
+    counted per address. Buckets live in Redis (``redis.url``) when one is configured, so
+    replicas share them, else in-process."""
+
+    enabled: bool = True
+    query: BucketSettings = BucketSettings(rate_per_s=10.0, burst=40)
+    run: BucketSettings = BucketSettings(rate_per_s=0.2, burst=3)
+    admin: BucketSettings = BucketSettings(rate_per_s=1.0, burst=10)
+    prefix: str = Field("grl", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    op_timeout_s: float = Field(0.05, gt=0)
+    max_local_buckets: int = Field(10_000, ge=1)
+
+    def bucket(self, scope: Scope) -> BucketSettings:
+        bucket: BucketSettings = getattr(self, scope)
+        return bucket
+
+
+class AuthSettings(_Model):
+    keys: list[ApiKeySettings] = []
+    rate_limits: RateLimitSettings = RateLimitSettings()
+
+    @field_validator("keys")
+    @classmethod
+    def _unique(cls, value: list[ApiKeySettings]) -> list[ApiKeySettings]:
+        ids = [k.id for k in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"key ids must be unique, got {sorted(ids)}")
+        if len({k.sha256 for k in value}) != len(value):
+            raise ValueError("two key entries hold the same key")
+        return value
+
+
 class ObservabilitySettings(_Model):
     metrics: bool = True
     analytics: bool = True
@@ -148,6 +243,7 @@ class Settings(_Model):
     llm: LLMSettings = LLMSettings()
     router: RouterSettings = RouterSettings()
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     agents: dict[str, AgentProfile] = {}
 

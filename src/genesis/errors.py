@@ -8,6 +8,9 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
 
     GenesisError
     ├── ConfigError
+    ├── AuthError
+    │   ├── AuthenticationError
+    │   └── PermissionDeniedError
     ├── TokenizerError
     │   └── SegmentBoundaryError
     ├── CacheError
@@ -30,14 +33,19 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
-        └── FeatureDisabledError
+        ├── FeatureDisabledError
+        └── RateLimitExceededError
 """
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "AgentError",
     "AllModelsFailedError",
+    "AuthError",
+    "AuthenticationError",
     "CacheError",
     "CircuitOpenError",
     "ConfigError",
@@ -51,7 +59,9 @@ __all__ = [
     "LLMServerError",
     "LLMTimeoutError",
     "OverloadedError",
+    "PermissionDeniedError",
     "PromptBudgetError",
+    "RateLimitExceededError",
     "RequestTooLargeError",
     "RetrievalError",
     "SandboxError",
@@ -70,6 +80,40 @@ class GenesisError(Exception):
 
 class ConfigError(GenesisError):
     """Configuration is missing, malformed or invalid; the message names the key and file."""
+
+
+class AuthError(GenesisError):
+    """A client request was refused by authentication or authorization; the message never
+    holds the presented key."""
+
+
+class AuthenticationError(AuthError):
+    """No key, a malformed ``Authorization`` header or an unknown key (HTTP 401)."""
+
+    status_code = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="genesis"'}
+
+
+class PermissionDeniedError(AuthError):
+    """A valid key without the scope the route needs (HTTP 403); ``scope`` names it."""
+
+    status_code = 403
+
+    def __init__(self, message: str, scope: str = "") -> None:
+        super().__init__(message)
+        self.scope = scope
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 section 3.1: the challenge names the scope that was missing.
+        return {
+            "WWW-Authenticate": (
+                f'Bearer realm="genesis", error="insufficient_scope", scope="{self.scope}"'
+            )
+        }
 
 
 class TokenizerError(GenesisError):
@@ -170,3 +214,18 @@ class OverloadedError(ServiceError):
 
 class FeatureDisabledError(ServiceError):
     """A capability that is off in this deployment's configuration (e.g. running client code)."""
+
+
+class RateLimitExceededError(ServiceError):
+    """A client went over its request rate (HTTP 429); ``retry_after_s`` says when a request
+    will be accepted again (``Retry-After``, whole seconds rounded up)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}

@@ -157,12 +157,16 @@ async def test_server_failures_are_translated(
 
 
 @pytest.mark.integration
-async def test_unknown_model_is_a_bad_request(server: FakeOpenAIServer, gpt2: HFTokenizer) -> None:
+async def test_unknown_model_is_a_bad_request(
+    server: FakeOpenAIServer, gpt2: HFTokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
     request = _request(gpt2)
     request.model = "nope"
     async with CompletionsBackend(server.base_url) as backend:
-        with pytest.raises(LLMBadRequestError, match="does not exist"):
+        with pytest.raises(LLMBadRequestError, match="upstream returned 404") as info:
             await backend.generate(request)
+    assert "does not exist" not in str(info.value)  # the upstream's words: logged only
+    assert "does not exist" in caplog.text
 
 
 def _closed_port() -> int:

@@ -7,19 +7,24 @@ here, at the edge, so nothing from httpx escapes a backend:
 - 429 -> ``LLMRateLimitError``; 5xx, unreadable JSON, connection errors -> ``LLMServerError``
 - any other 4xx -> ``LLMBadRequestError``
 
-Messages name the endpoint path and model, never the base URL (it may carry credentials) nor
-the API key.
+Messages name the endpoint path, model and status, never the base URL (it may carry
+credentials), the API key, nor anything the upstream sent: an error body may reflect the
+request's headers (the key with them), so it goes only to the log, redacted and truncated
+(:func:`genesis._redact.redact_excerpt`), and exception messages stay safe to show a client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from genesis._redact import redact_excerpt
 from genesis.config import redact_url
 from genesis.errors import (
     ConfigError,
@@ -29,7 +34,10 @@ from genesis.errors import (
     LLMTimeoutError,
 )
 
-_EXCERPT_CHARS = 500
+logger = logging.getLogger(__name__)
+
+_EXCERPT_CHARS = 300
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -73,43 +81,60 @@ async def post_json(
     """
     if timeout_s <= 0:
         raise LLMTimeoutError(f"{what}: no time left (timeout {timeout_s:.3f}s)")
+    known = _header_secrets(headers)
     try:
         async with asyncio.timeout(timeout_s):
             response = await client.post(url, json=payload, headers=headers, timeout=timeout_s)
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise LLMTimeoutError(f"{what}: no answer within {timeout_s:.2f}s") from exc
     except httpx.HTTPError as exc:  # connection refused/reset, protocol errors
-        raise LLMServerError(f"{what}: transport error {type(exc).__name__}: {exc}") from exc
-    return decode_response(response, what)
+        # httpx messages can name the URL; the type is enough for the client.
+        _log_upstream(what, f"transport error {type(exc).__name__}", str(exc), known)
+        raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
+    return decode_response(response, what, known=known)
 
 
-def decode_response(response: httpx.Response, what: str) -> dict[str, Any]:
-    """Map the status to the error tree, then parse the JSON object body."""
+def decode_response(
+    response: httpx.Response, what: str, *, known: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Map the status to the error tree, then parse the JSON object body.
+
+    ``known``: the secrets this call sent (its API key), also removed verbatim from the log.
+    """
     status = response.status_code
-    if status == 408:
-        raise LLMTimeoutError(f"{what}: the server timed out (408): {_excerpt(response)}")
-    if status == 429:
-        raise LLMRateLimitError(f"{what}: rate limited (429): {_excerpt(response)}")
-    if status >= 500:
-        raise LLMServerError(f"{what}: server error {status}: {_excerpt(response)}")
-    if status >= 400:
-        raise LLMBadRequestError(f"{what}: rejected with {status}: {_excerpt(response)}")
     if status != 200:
-        raise LLMServerError(f"{what}: unexpected status {status}")
+        raise _status_error(response, what, known)
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LLMServerError(f"{what}: unreadable JSON body: {_excerpt(response)}") from exc
+        _log_upstream(what, "unreadable JSON body", _body_text(response), known)
+        raise LLMServerError(f"{what}: upstream returned an unreadable JSON body") from exc
     if not isinstance(body, dict):
         raise LLMServerError(f"{what}: expected a JSON object, got {type(body).__name__}")
     return body
+
+
+def _status_error(response: httpx.Response, what: str, known: Sequence[str]) -> Exception:
+    """The error for a non-200 status; the body is logged (redacted), never put in it."""
+    status = response.status_code
+    _log_upstream(what, f"upstream returned {status}", _body_text(response), known)
+    if status == 408:
+        return LLMTimeoutError(f"{what}: upstream returned 408 (timed out)")
+    if status == 429:
+        return LLMRateLimitError(f"{what}: upstream returned 429 (rate limited)")
+    if status >= 500:
+        return LLMServerError(f"{what}: upstream returned {status}")
+    if status >= 400:
+        return LLMBadRequestError(f"{what}: upstream returned {status} (request rejected)")
+    return LLMServerError(f"{what}: upstream returned unexpected status {status}")
 
 
 def first_choice(body: dict[str, Any], what: str) -> dict[str, Any]:
     """``body["choices"][0]``, or ``LLMServerError`` naming what is missing."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise LLMServerError(f"{what}: response has no choices: {str(body)[:_EXCERPT_CHARS]}")
+        _log_upstream(what, "response has no choices", str(body))
+        raise LLMServerError(f"{what}: upstream response has no choices")
     return choices[0]
 
 
@@ -125,12 +150,29 @@ def usage_counts(
     try:
         return int(prompt), int(completion)
     except (TypeError, ValueError) as exc:
-        raise LLMServerError(f"unreadable usage in the response: {usage!r:.200}") from exc
+        _log_upstream("usage", "unreadable usage", repr(usage))
+        raise LLMServerError("upstream response has unreadable usage counts") from exc
 
 
-def _excerpt(response: httpx.Response) -> str:
+def _body_text(response: httpx.Response) -> str:
     try:
-        text = response.text
+        return response.text
     except UnicodeDecodeError:
         return "<undecodable body>"
-    return text[:_EXCERPT_CHARS] if text else "<empty body>"
+
+
+def _header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The credentials among the headers sent: ``Bearer k`` -> ``k``."""
+    values = (v for k, v in headers.items() if k.lower() in _SECRET_HEADERS)
+    return [v.split(" ", 1)[-1] for v in values]
+
+
+def _log_upstream(what: str, problem: str, detail: str, known: Sequence[str] = ()) -> None:
+    """Log what the upstream sent, for operators: redacted, truncated, on one line."""
+    logger.warning(
+        "%s: %s: %s",
+        what,
+        problem,
+        redact_excerpt(detail, _EXCERPT_CHARS, known),
+        extra={"upstream_problem": problem},
+    )

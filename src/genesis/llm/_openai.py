@@ -172,5 +172,8 @@ def _chat_generation(body: dict[str, Any], request: GenerationRequest) -> Genera
 def _text_field(obj: dict[str, Any], key: str, what: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
-        raise LLMServerError(f"{what}: response field {key!r} is not text: {value!r:.100}")
+        # The value itself came from the upstream: only its type goes in the message.
+        raise LLMServerError(
+            f"{what}: upstream response field {key!r} is not text ({type(value).__name__})"
+        )
     return value

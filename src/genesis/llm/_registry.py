@@ -22,6 +22,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from genesis._breaker import KeyedCircuitBreaker
+from genesis._redact import redact_excerpt
 from genesis._sync import run_blocking
 from genesis.errors import (
     AllModelsFailedError,
@@ -41,6 +42,7 @@ RETRYABLE: tuple[type[LLMError], ...] = (LLMTimeoutError, LLMRateLimitError, LLM
 # Extra time past an attempt's timeout before the registry cancels a backend that ignores
 # ``request.timeout_s`` (the backend's own, more precise error normally comes first).
 _GRACE_S = 0.25
+_REASON_CHARS = 300
 
 FallbackHook = Callable[[str, str, str, str], None]
 
@@ -219,8 +221,8 @@ class ModelRegistry:
             except LLMError as exc:
                 if not use_fallback:
                     raise
-                errors[model] = f"{type(exc).__name__}: {exc}"
-                reasons.append(f"{model}: {reason_code(exc)}: {exc}")
+                errors[model] = f"{type(exc).__name__}: {safe_message(exc)}"
+                reasons.append(f"{model}: {reason_code(exc)}: {safe_message(exc)}")
                 if not last:
                     self._fell_back(agent, model, models[index + 1], exc)
                 continue
@@ -318,7 +320,7 @@ class ModelRegistry:
             agent,
             from_model,
             reason,
-            exc,
+            safe_message(exc),
             to_model,
             extra={
                 "agent": agent,
@@ -350,6 +352,15 @@ def exponential_jitter(
         return backoff + (source.uniform(0.0, jitter_s) if jitter_s > 0 else 0.0)
 
     return wait
+
+
+def safe_message(exc: BaseException) -> str:
+    """``str(exc)`` fit for a client and a log: redacted and bounded.
+
+    The HTTP backends already keep upstream text out of their messages; this guards the
+    fallback and ``AllModelsFailedError`` texts against any other backend that does not.
+    """
+    return redact_excerpt(str(exc), _REASON_CHARS)
 
 
 def _check_settings(total_budget_s: float, attempt_timeout_s: float, max_retries: int) -> None:
