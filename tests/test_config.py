@@ -147,7 +147,7 @@ def test_auth_defaults_no_keys_and_rate_limits_on() -> None:
     assert settings.auth.keys == []
     limits = settings.auth.rate_limits
     assert limits.enabled
-    assert limits.bucket("query").burst == 40 and limits.bucket("run").rate_per_s == 0.2
+    assert limits.bucket("query").burst == 200 and limits.bucket("run").rate_per_s == 0.2
     assert settings.server.host == "127.0.0.1"  # no keys: loopback only
 
 

@@ -356,18 +356,22 @@ def serve(
     """Serve the HTTP API (FastAPI + uvicorn)."""
     import uvicorn
 
-    from genesis.server import create_app
+    from genesis.server import check_bind, create_app
 
     try:
         genesis = _open()
+        settings = genesis.settings
+        bind = host or settings.server.host
+        check_bind(bind, settings)
     except GenesisError as exc:
         _fail(exc)
-    settings = genesis.settings
+    logging.getLogger("genesis.access").setLevel(logging.INFO)
     uvicorn.run(
         create_app(genesis),
-        host=host or settings.server.host,
+        host=bind,
         port=port if port is not None else settings.server.port,
         log_level="info",
+        access_log=False,  # genesis.access logs each request with its key id instead
     )
 
 

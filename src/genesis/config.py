@@ -201,7 +201,7 @@ class RateLimitSettings(_Model):
     replicas share them, else in-process."""
 
     enabled: bool = True
-    query: BucketSettings = BucketSettings(rate_per_s=10.0, burst=40)
+    query: BucketSettings = BucketSettings(rate_per_s=100.0, burst=200)
     run: BucketSettings = BucketSettings(rate_per_s=0.2, burst=3)
     admin: BucketSettings = BucketSettings(rate_per_s=1.0, burst=10)
     prefix: str = Field("grl", pattern=r"^[A-Za-z0-9_-]{1,32}$")

@@ -17,7 +17,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from genesis.server._limits import BodyLimitMiddleware, InFlightLimitMiddleware
-from genesis.testing.server_process import ServerProcess, free_port, serve
+from genesis.testing.server_process import (
+    ServerProcess,
+    api_key_for,
+    config_with_keys,
+    free_port,
+    serve,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -25,14 +31,16 @@ MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(demo_home: Path) -> Iterator[ServerProcess]:
-    with serve(demo_home) as running:
+def server(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    config = config_with_keys(tmp_path_factory.mktemp("config"), {"ops": ["query", "run", "admin"]})
+    with serve(demo_home, global_args=["--config-dir", str(config)]) as running:
         yield running
 
 
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    headers = {"Authorization": f"Bearer {api_key_for('ops')}"}
+    with httpx.Client(base_url=server.url, timeout=60, headers=headers) as http:
         yield http
 
 

@@ -14,13 +14,17 @@ import uvicorn
 
 from genesis.app import Genesis
 from genesis.server import create_app
+from genesis.testing.server_process import api_key_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
 def base_url(demo_home: Path) -> Iterator[str]:
-    genesis = Genesis.from_config("dev", environ={}, overrides={"home": str(demo_home)})
+    keys = [{"id": "ops", "key": api_key_for("ops"), "scopes": ["query", "run", "admin"]}]
+    genesis = Genesis.from_config(
+        "dev", environ={}, overrides={"home": str(demo_home), "auth.keys": keys}
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -42,7 +46,8 @@ def base_url(demo_home: Path) -> Iterator[str]:
 
 @pytest.fixture
 def client(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=60) as http:
+    headers = {"Authorization": f"Bearer {api_key_for('ops')}"}
+    with httpx.Client(base_url=base_url, timeout=60, headers=headers) as http:
         yield http
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 
 from genesis.app import AskResult
@@ -25,8 +25,13 @@ from genesis.observability import (
     render_metrics,
 )
 from genesis.rag import RAGUsage
+from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers
-from genesis.server._limits import BodyLimitMiddleware, InFlightLimitMiddleware
+from genesis.server._limits import (
+    AccessLogMiddleware,
+    BodyLimitMiddleware,
+    InFlightLimitMiddleware,
+)
 from genesis.server._models import (
     AgentInfo,
     AskBody,
@@ -55,6 +60,7 @@ _CODE_TASKS = frozenset({"tests", "evolve"})
 def create_app(genesis: Genesis) -> FastAPI:
     """Build the ASGI app around a (not yet warmed) :class:`genesis.app.Genesis`."""
     server = genesis.settings.server
+    access = AccessControl.from_settings(genesis.settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +71,7 @@ def create_app(genesis: Genesis) -> FastAPI:
             await genesis.ensure_demo(progress=None)
             yield
         finally:
+            await access.aclose()
             await genesis.aclose()
 
     app = FastAPI(
@@ -74,6 +81,7 @@ def create_app(genesis: Genesis) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.genesis = genesis
+    access.install(app)
     add_error_handlers(app)
     _add_routes(app, genesis)
     # Added last = outermost: an oversized body is refused before it takes an in-flight slot.
@@ -83,6 +91,7 @@ def create_app(genesis: Genesis) -> FastAPI:
         retry_after_s=server.retry_after_s,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)
     return app
 
 
@@ -92,9 +101,16 @@ def _timed(response: Response, result: AskResult) -> None:
 
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
+    """Health and metrics are open (probes); every other route needs its scope."""
     _add_health_routes(app, genesis)
-    _add_answer_routes(app, genesis)
-    _add_admin_routes(app, genesis)
+    query = APIRouter(dependencies=[Depends(requires("query"))])
+    run = APIRouter(dependencies=[Depends(requires("run"))])
+    admin = APIRouter(dependencies=[Depends(requires("admin"))])
+    _add_answer_routes(query, genesis)
+    _add_run_routes(run, genesis)
+    _add_admin_routes(admin, genesis)
+    for router in (query, run, admin):
+        app.include_router(router)
 
 
 def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
@@ -113,7 +129,7 @@ def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
         return Response(body, media_type=content_type)
 
 
-def _add_answer_routes(app: FastAPI, genesis: Genesis) -> None:
+def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
     @app.get("/v1/agents")
     async def agents() -> list[AgentInfo]:
         return [AgentInfo.model_validate(a) for a in genesis.describe_agents()]
@@ -129,18 +145,6 @@ def _add_answer_routes(app: FastAPI, genesis: Genesis) -> None:
         result = await _answer(genesis, body.question, agent, body.top_k)
         _timed(response, result)
         return result
-
-    @app.post("/v1/agents/{agent}/run")
-    async def run(agent: Name, body: RunBody) -> dict[str, Any]:
-        target = genesis.agent(agent)
-        if target.profile.task in _CODE_TASKS and not genesis.settings.server.allow_code_execution:
-            raise FeatureDisabledError(
-                f"agent {agent!r} runs client-supplied code, which is disabled in this "
-                "deployment (server.allow_code_execution)"
-            )
-        extra = {k: v for k, v in (("tests", body.tests), ("filename", body.filename)) if v}
-        result = await target.run(body.input, **extra)
-        return result.as_dict()
 
     @app.post("/v1/route")
     async def route(body: RouteBody) -> RouteResponse:
@@ -181,7 +185,21 @@ def _add_answer_routes(app: FastAPI, genesis: Genesis) -> None:
         return _openai_chat_response(body.model, result)
 
 
-def _add_admin_routes(app: FastAPI, genesis: Genesis) -> None:
+def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
+    @app.post("/v1/agents/{agent}/run")
+    async def run(agent: Name, body: RunBody) -> dict[str, Any]:
+        target = genesis.agent(agent)
+        if target.profile.task in _CODE_TASKS and not genesis.settings.server.allow_code_execution:
+            raise FeatureDisabledError(
+                f"agent {agent!r} runs client-supplied code, which is disabled in this "
+                "deployment (server.allow_code_execution)"
+            )
+        extra = {k: v for k, v in (("tests", body.tests), ("filename", body.filename)) if v}
+        result = await target.run(body.input, **extra)
+        return result.as_dict()
+
+
+def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
     @app.get("/admin/cache/stats")
     async def cache_stats() -> CacheStatsResponse:
         return CacheStatsResponse.model_validate(await genesis.cache_stats())

@@ -7,10 +7,17 @@ and a pure ASGI wrapper adds a function call, not a task and a stream per reques
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 from collections.abc import Iterable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from genesis.server._auth import access_log_fields
+
+access_logger = logging.getLogger("genesis.access")
 
 
 def error_message(
@@ -154,3 +161,41 @@ class InFlightLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class AccessLogMiddleware:
+    """One log line per request: method, path, status, key id (never the key), time.
+
+    It replaces uvicorn's access log, which cannot know which key a request came with.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            fields = access_log_fields(Request(scope))
+            access_logger.info(
+                "%s %s %s key=%s client=%s %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                fields["key_id"],
+                fields["client"],
+                (time.perf_counter() - began) * 1000,
+                extra=fields,
+            )

@@ -51,16 +51,28 @@ def serve(
     home: Path,
     *settings: str,
     env: dict[str, str] | None = None,
+    global_args: Sequence[str] = (),
     serve_args: Sequence[str] = (),
     ready_timeout_s: float = 180.0,
 ) -> Iterator[ServerProcess]:
-    """Start ``genesis --home HOME --set S... serve --port P`` and wait until it is ready."""
+    """Start ``genesis --home HOME [GLOBAL_ARGS] --set S... serve --port P [SERVE_ARGS]`` and
+    wait until ``/health/ready`` answers 200."""
     port = free_port()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS")}
     base_env.update(env or {})
     log = home.parent / f"serve-{port}.log"
     sets = [arg for s in settings for arg in ("--set", s)]
-    cmd = [*genesis_cmd(), "--home", str(home), *sets, "serve", "--port", str(port), *serve_args]
+    cmd = [
+        *genesis_cmd(),
+        "--home",
+        str(home),
+        *global_args,
+        *sets,
+        "serve",
+        "--port",
+        str(port),
+        *serve_args,
+    ]
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             cmd, stdout=sink, stderr=subprocess.STDOUT, env=base_env, start_new_session=True
@@ -95,3 +107,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def config_with_keys(folder: Path, keys: dict[str, Sequence[str]], **server: object) -> Path:
+    """A config folder whose ``dev.yaml`` holds API keys (id -> scopes; the key is
+    ``test-key-<id>-0123456789abcdef``) and ``server`` settings; for ``--config-dir``."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = [{"id": i, "key": api_key_for(i), "scopes": list(s)} for i, s in keys.items()]
+    data: dict[str, object] = {"auth": {"keys": entries}}
+    if server:
+        data["server"] = dict(server)
+    (folder / "dev.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    return folder
+
+
+def api_key_for(key_id: str) -> str:
+    return f"test-key-{key_id}-0123456789abcdef"
