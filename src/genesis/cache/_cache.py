@@ -210,7 +210,7 @@ class TokenCache:
         _, values = await self._guarded(self._store.mget(keys), "mget")
         if not values:
             return {}, 1
-        decoded = unpack_many(values, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
+        decoded = unpack_many(values, keys=keys, vocab_size=self._vocab_size)
         found: dict[str, TokenIds] = {}
         for key, arr in zip(keys, decoded, strict=False):
             if isinstance(arr, CorruptEntryError):
@@ -335,7 +335,7 @@ class TokenCache:
     ) -> None:
         try:
             items = {
-                key: pack_ids(arr, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
+                key: pack_ids(arr, key=key, vocab_size=self._vocab_size)
                 for key, arr in made.items()
             }
         except ValueError as exc:
