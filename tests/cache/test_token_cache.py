@@ -80,6 +80,9 @@ class CountingStore:
     async def check_memory_policy(self) -> dict[str, Any]:
         return await self.inner.check_memory_policy()
 
+    async def ping(self) -> None:
+        await self.inner.ping()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
