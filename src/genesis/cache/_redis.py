@@ -224,7 +224,7 @@ class RedisTokenStore:
         go stale as allkeys-lru evicts keys. SCAN never blocks Redis like KEYS, and UNLINK
         frees the memory in a background thread.
         """
-        match = _GLOB.sub(r"\\\1", prefix) + "*"
+        match = escape_glob(prefix) + "*"
         removed = 0
         try:
             async for batch in self._scan_batches(match):
@@ -291,6 +291,11 @@ class RedisTokenStore:
     @property
     def client(self) -> aioredis.Redis:
         return self._client
+
+
+def escape_glob(prefix: str) -> str:
+    """``prefix`` as a literal in a SCAN MATCH pattern."""
+    return _GLOB.sub(r"\\\1", prefix)
 
 
 def _pool_kwargs(timeout_s: float) -> dict[str, Any]:
