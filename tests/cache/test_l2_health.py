@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RedisServer
-from genesis.cache import MemoryTokenStore, RedisTokenStore, TokenCache
+from genesis.cache import MemoryTokenStore, RedisClusterTokenStore, RedisTokenStore, TokenCache
 from genesis.tokens import HFTokenizer
 
 
@@ -66,3 +66,11 @@ async def test_a_stopped_redis_is_down(lone_redis: RedisServer, gpt2: HFTokenize
 async def test_no_l2_is_none_and_a_memory_store_is_ok(gpt2: HFTokenizer) -> None:
     assert (await TokenCache(gpt2, None).l2_health())["state"] == "none"
     assert (await TokenCache(gpt2, MemoryTokenStore()).l2_health())["state"] == "ok"
+
+
+@pytest.mark.integration
+async def test_a_healthy_cluster_is_ok(redis_cluster: str, gpt2: HFTokenizer) -> None:
+    cache = TokenCache(gpt2, RedisClusterTokenStore.from_url(redis_cluster, pool_size=2))
+    health = await cache.l2_health()
+    assert health["state"] == "ok", health
+    await cache.aclose()

@@ -51,7 +51,7 @@ async def within(aw: Awaitable[T], seconds: float, *, max_lag_s: float = 1.0) ->
     cancelling = task.cancelling()
     expired = False
     step = seconds / TICKS
-    cap = loop.time() + seconds + max_lag_s
+    start = loop.time()
     ticks = 0
     handle: asyncio.Handle
 
@@ -64,12 +64,13 @@ async def within(aw: Awaitable[T], seconds: float, *, max_lag_s: float = 1.0) ->
         nonlocal handle, ticks
         ticks += 1
         now = loop.time()
+        cap = start + seconds + max_lag_s
         if ticks >= TICKS or now >= cap:
             handle = loop.call_soon(expire)
         else:
             handle = loop.call_at(min(now + step, cap), tick)
 
-    handle = loop.call_at(loop.time() + step, tick)
+    handle = loop.call_at(start + step, tick)
     try:
         result = await aw
     except asyncio.CancelledError:
