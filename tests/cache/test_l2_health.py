@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from redis_servers import RedisServer
 
-from conftest import RedisServer
 from genesis.cache import MemoryTokenStore, RedisClusterTokenStore, RedisTokenStore, TokenCache
 from genesis.tokens import HFTokenizer
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_servers import RedisServer
 
-from conftest import RedisServer
 from genesis.cache import CircuitBreaker, MemoryTokenStore, RedisTokenStore, TokenCache
 from genesis.tokens import HFTokenizer, TokenIds
 
