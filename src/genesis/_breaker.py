@@ -24,7 +24,8 @@ Clock = Callable[[], float]
 class CircuitBreaker:
     """closed -> (``failure_threshold`` consecutive failures) -> open -> (``reset_timeout_s``
     later) half_open: ONE probe is let through; its success closes the circuit, its failure
-    opens it again. A probe that never reports (cancelled) is replaced after another
+    opens it again. A probe that ends without a verdict is released with
+    :meth:`release_probe`; one that never reports at all is replaced after another
     ``reset_timeout_s``, so a lost probe cannot wedge the circuit.
 
     Callers ask :meth:`allow` before an operation and report :meth:`record_success` or
@@ -72,6 +73,12 @@ class CircuitBreaker:
             self._log("open", "half_open")
         self._probe_at = now
         return True
+
+    def release_probe(self) -> None:
+        """The half-open probe ended without a verdict (cancelled, e.g. its client went
+        away): let the next caller probe at once instead of waiting ``reset_timeout_s``
+        for a verdict that will never come."""
+        self._probe_at = None
 
     def record_success(self) -> None:
         self._failures = 0

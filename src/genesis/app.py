@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from genesis.agents import Agent
-from genesis.cache import CircuitBreaker, RedisTokenStore, SqliteTokenStore, TokenCache, TokenStore
+from genesis.cache import (
+    CircuitBreaker,
+    RedisClusterTokenStore,
+    RedisTokenStore,
+    SqliteTokenStore,
+    TokenCache,
+    TokenStore,
+)
 from genesis.config import AgentProfile, Settings, load_settings, redact_url
 from genesis.errors import (
     CacheError,
@@ -182,10 +189,15 @@ class Genesis:
         redis = self.settings.redis
         if redis.url is not None:
             url = redis.url.get_secret_value()
-            logger.info("token cache L2: Redis at %s", redact_url(url))
-            return RedisTokenStore.from_url(
-                url, pool_size=redis.pool_size, socket_timeout_s=redis.socket_timeout_s
-            )
+            kind = "Redis Cluster" if redis.cluster else "Redis"
+            logger.info("token cache L2: %s at %s", kind, redact_url(url))
+            store_class = RedisClusterTokenStore if redis.cluster else RedisTokenStore
+            try:
+                return store_class.from_url(
+                    url, pool_size=redis.pool_size, socket_timeout_s=redis.socket_timeout_s
+                )
+            except ValueError as exc:  # e.g. a cluster URL naming a database other than 0
+                raise ConfigError(f"redis.url: {exc}") from exc
         # Embedded default: a file next to the knowledge base, so token IDs survive between
         # CLI runs (an in-process dict would start cold every time).
         return SqliteTokenStore(self.home / "token_cache.sqlite")

@@ -66,6 +66,7 @@ class RedisSettings(_Model):
     pool_size: int = Field(16, ge=1, le=1024)
     socket_timeout_s: float = Field(0.25, gt=0)
     check_memory_policy: bool = True
+    cluster: bool = False  # url names any node of a Redis Cluster (database 0 only)
 
 
 class CacheSettings(_Model):

@@ -107,3 +107,17 @@ def test_state_changes_are_logged(
 def test_bad_settings_are_refused(threshold: int, reset: float) -> None:
     with pytest.raises(ValueError, match="failure_threshold|reset_timeout_s"):
         CircuitBreaker(failure_threshold=threshold, reset_timeout_s=reset)
+
+
+def test_a_released_probe_lets_the_next_caller_probe_at_once(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        breaker.record_failure()
+    clock.now = 5.0
+    assert breaker.allow()
+    assert not breaker.allow()
+    breaker.release_probe()  # the probe was cancelled before it could report
+    assert breaker.allow(), "no second reset_timeout_s to wait"
+    breaker.record_success()
+    assert breaker.state == "closed"

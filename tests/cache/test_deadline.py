@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import time
 
 import pytest
 
@@ -66,3 +69,41 @@ async def test_an_awaitable_that_swallows_the_cancel_leaves_the_task_balanced() 
     assert await within(stubborn(), 0.01) == "finished anyway"
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     await asyncio.sleep(0)
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """Blocking work run inline in a coroutine, as an un-offloaded request stage would."""
+    time.sleep(seconds)
+
+
+async def test_a_reply_that_arrived_while_the_loop_was_stalled_is_not_a_timeout() -> None:
+    """The reply is in the socket before the deadline, but the loop is blocked past it."""
+    loop = asyncio.get_running_loop()
+    left, right = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=left)
+
+    async def stall() -> None:
+        right.send(b"x")  # the "server" answers at once...
+        _hold_the_loop(0.15)  # ...while another request holds the loop past the deadline
+
+    try:
+        staller = loop.create_task(stall())
+        assert await within(reader.read(1), 0.02) == b"x"
+        await staller
+    finally:
+        writer.close()
+        right.close()
+
+
+async def test_a_stalled_loop_forgives_at_most_max_lag_s() -> None:
+    async def hog() -> None:
+        for _ in range(20):
+            _hold_the_loop(0.03)  # a loop that never gets free
+            await asyncio.sleep(0)
+
+    hogger = asyncio.get_running_loop().create_task(hog())
+    with pytest.raises(TimeoutError):
+        await within(asyncio.sleep(10), 0.01, max_lag_s=0.1)
+    hogger.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await hogger

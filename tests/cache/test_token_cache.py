@@ -80,6 +80,9 @@ class CountingStore:
     async def check_memory_policy(self) -> dict[str, Any]:
         return await self.inner.check_memory_policy()
 
+    async def ping(self) -> None:
+        await self.inner.ping()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -308,14 +311,15 @@ async def test_bad_values_in_redis_are_never_served_and_are_rebuilt(
     cache = _cache(tok, redis_store, redis_prefix)
     keys = cache.keys("docs", texts[:4])
     good = [
-        pack_ids(i, fingerprint=gpt2.fingerprint, vocab_size=gpt2.vocab_size)
-        for i in gpt2.encode_batch_sync(texts[:3])
+        pack_ids(i, key=key, vocab_size=gpt2.vocab_size)
+        for key, i in zip(keys, gpt2.encode_batch_sync(texts[:3]), strict=False)
     ]
     corrupted = good[0][:-2] + bytes([good[0][-2] ^ 0xFF, good[0][-1]])
     truncated = good[1][:-7]
+    foreign_key = keys[2].replace(gpt2.fingerprint, "hf-another-tokenizer")
     foreign = pack_ids(
         np.asarray(gpt2.encode_batch_sync(texts[2:3])[0]) % 1000,
-        fingerprint="hf-another-tokenizer",
+        key=foreign_key,
         vocab_size=gpt2.vocab_size,
     )
     for key, value in zip(keys, [corrupted, truncated, foreign], strict=False):
@@ -329,8 +333,41 @@ async def test_bad_values_in_redis_are_never_served_and_are_rebuilt(
     for key, ids in zip(keys, lookup.ids, strict=True):
         stored = await redis_client.get(key)
         assert stored is not None
-        out = unpack_ids(stored, fingerprint=gpt2.fingerprint, vocab_size=gpt2.vocab_size)
+        out = unpack_ids(stored, key=key, vocab_size=gpt2.vocab_size)
         assert out.tolist() == ids.tolist()
+
+
+@pytest.mark.integration
+async def test_values_rotated_among_keys_are_refused_counted_and_rewritten(
+    tok: CountingTokenizer,
+    gpt2: HFTokenizer,
+    texts: list[str],
+    redis_client: aioredis.Redis,
+    redis_store: CountingStore,
+    redis_prefix: str,
+) -> None:
+    """Valid values of one collection, each moved under its neighbour's key (issue 7 item 4)."""
+    writer = _cache(tok, redis_store, redis_prefix)
+    before = await writer.get_many("docs", texts)
+    await writer.flush()
+    keys = writer.keys("docs", texts)
+    values = [await redis_client.get(key) for key in keys]
+    assert all(v is not None for v in values)
+    for key, value in zip(keys, values[1:] + values[:1], strict=True):
+        await redis_client.set(key, value)  # every key now holds another chunk's valid value
+
+    fresh = _cache(tok, redis_store, redis_prefix)  # a new process: empty L1, same Redis
+    after = await fresh.get_many("docs", texts)
+    assert _as_lists(after.ids) == _as_lists(before.ids) == _fresh(gpt2, texts)
+    assert after.tiers == ["miss"] * len(texts)
+    assert fresh.stats().corrupt == len(texts)
+    await fresh.flush()
+    for key, ids in zip(keys, before.ids, strict=True):
+        stored = await redis_client.get(key)
+        assert stored is not None
+        assert unpack_ids(stored, key=key, vocab_size=gpt2.vocab_size).tolist() == ids.tolist()
+    healed = await _cache(tok, redis_store, redis_prefix).get_many("docs", texts)
+    assert healed.tiers == ["l2"] * len(texts)
 
 
 @pytest.mark.integration

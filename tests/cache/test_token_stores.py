@@ -8,11 +8,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 
-from genesis.cache import MemoryTokenStore, RedisTokenStore, SqliteTokenStore, TokenStore
+from genesis.cache import (
+    MemoryTokenStore,
+    RedisClusterTokenStore,
+    RedisTokenStore,
+    SqliteTokenStore,
+    TokenStore,
+)
 from genesis.cache._redis import memory_policy_report
 from genesis.errors import CacheError
 from genesis.testing.token_store_contract import TokenStoreContract
@@ -261,3 +269,62 @@ def test_memory_policy_report_warns_unless_bounded_with_lru() -> None:
     assert "noeviction" in unbounded["warning"]
     good = memory_policy_report({"maxmemory": 1 << 30, "maxmemory_policy": "allkeys-lru"})
     assert good["ok"] and good["warning"] is None
+
+
+@pytest.mark.integration
+class TestRedisClusterTokenStore(TokenStoreContract):
+    """The same contract on a real three-master cluster (ports 17001-17003)."""
+
+    @pytest.fixture
+    async def store(self, redis_cluster: str) -> AsyncIterator[RedisClusterTokenStore]:
+        store = RedisClusterTokenStore.from_url(redis_cluster, pool_size=4)
+        yield store
+        await store.aclose()
+
+
+@pytest.mark.integration
+async def test_a_cluster_request_costs_one_pipelined_round_trip_per_node(
+    redis_cluster: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisClusterTokenStore.from_url(redis_cluster, pool_size=4)
+    keys = [f"{redis_prefix}:k{i}" for i in range(40)]
+    await store.mset({key: key.encode() for key in keys}, ttl_s=60)
+    masters = await store._masters()
+    slots: dict[str, set[int]] = {m.name: set() for m in masters}
+    for key in keys:
+        slots[store.client.get_node_from_key(key).name].add(store.client.keyslot(key))
+    assert all(slots.values()), "the keys spread over every master"
+    pipelines: list[str] = []
+    real = ClusterNode.execute_pipeline
+
+    async def spy(node: ClusterNode, commands: list[Any]) -> bool:
+        pipelines.append(node.name)
+        return await real(node, commands)
+
+    monkeypatch.setattr(ClusterNode, "execute_pipeline", spy)
+    before = await _commands_per_node(store, masters)
+    assert await store.mget(keys) == [key.encode() for key in keys]
+    after = await _commands_per_node(store, masters)
+    assert sorted(pipelines) == sorted(slots), "one pipeline (one round trip) per node"
+    for name, node_slots in slots.items():  # and in it one MGET per hash slot
+        assert after[name]["mget"] - before[name]["mget"] == len(node_slots)
+    monkeypatch.undo()
+    assert await store.delete_prefix(redis_prefix + ":") == 40
+    report = await store.check_memory_policy()
+    assert set(report["nodes"]) == set(slots)
+    await store.aclose()
+
+
+async def _commands_per_node(
+    store: RedisClusterTokenStore, masters: list[Any]
+) -> dict[str, dict[str, int]]:
+    out = {}
+    for node in masters:
+        info = await store.client.info("commandstats", target_nodes=node)
+        out[node.name] = {"mget": int(info.get("cmdstat_mget", {}).get("calls", 0))}
+    return out
+
+
+def test_a_cluster_url_with_a_database_other_than_0_is_refused() -> None:
+    with pytest.raises(ValueError, match="db"):
+        RedisClusterTokenStore.from_url("redis://127.0.0.1:17001/3")

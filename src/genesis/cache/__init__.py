@@ -3,7 +3,8 @@
 Typical wiring (once, in a lifespan)::
 
     store = RedisTokenStore.from_url(url, pool_size=16)   # or MemoryTokenStore(),
-                                                           # or SqliteTokenStore(path)
+                                                           # or SqliteTokenStore(path),
+                                                           # or RedisClusterTokenStore.from_url
     cache = TokenCache(tokenizer, store, ttl_s=86_400)
     await cache.check_memory_policy()                      # logs a warning if Redis is unbounded
     lookup = await cache.get_many("docs", texts)           # lookup.ids, lookup.tiers
@@ -12,6 +13,7 @@ Typical wiring (once, in a lifespan)::
 
 from genesis._breaker import BreakerState, CircuitBreaker
 from genesis.cache._cache import CacheLookup, CacheStats, TokenCache
+from genesis.cache._cluster import RedisClusterTokenStore
 from genesis.cache._l1 import L1Cache
 from genesis.cache._redis import RedisTokenStore
 from genesis.cache._sqlite import SqliteTokenStore
@@ -24,6 +26,7 @@ __all__ = [
     "CircuitBreaker",
     "L1Cache",
     "MemoryTokenStore",
+    "RedisClusterTokenStore",
     "RedisTokenStore",
     "SqliteTokenStore",
     "TokenCache",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Tier = Literal["l1", "l2", "miss"]
 _WARM_BATCH = 256
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@/\s]*@")
+_REASON_CHARS = 200
 
 
 @dataclass(slots=True)
@@ -91,8 +95,10 @@ class TokenCache:
 
     Keys are ``{prefix}:{collection}:{tokenizer fingerprint}:{content hash}``, so a changed
     text or tokenizer is never served stale IDs. The cache is an optimisation, never a
-    dependency: any L2 error or an L2 call slower than ``op_timeout_s`` counts as a failure
-    for ``breaker``; while it is open L2 is skipped and texts are tokenized locally. Apart from
+    dependency: any L2 error or an L2 call slower than ``op_timeout_s`` (of a responsive
+    loop) counts as a failure for ``breaker``; while it is open L2 is skipped and texts are
+    tokenized locally; when it half-opens, a background ``ping`` (``probe_timeout_s``)
+    probes the store and closes it. Apart from
     bad arguments (``ValueError``) and tokenizer failures, nothing raises to the caller.
 
     The cache owns ``store`` (``aclose`` closes it). ``store=None`` runs with L1 only.
@@ -112,6 +118,7 @@ class TokenCache:
         prefix: str = "gt",
         clock: Callable[[], float] = time.monotonic,
         hash_memo_chars: int = 8 * 1024 * 1024,
+        probe_timeout_s: float = 1.0,
     ) -> None:
         if op_timeout_s <= 0 or (ttl_s is not None and ttl_s <= 0):
             raise ValueError("op_timeout_s and ttl_s must be > 0 (ttl_s may be None)")
@@ -129,6 +136,8 @@ class TokenCache:
         self._dtype = np.uint16 if id_width(self._vocab_size) == 2 else np.uint32
         self._inflight: dict[str, asyncio.Future[TokenIds]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_timeout_s = probe_timeout_s
         self._n = _Counters()
 
     @property
@@ -204,13 +213,12 @@ class TokenCache:
         """Decoded L2 hits (also put in L1) and the number of round trips made."""
         if self._store is None:
             return {}, 0
-        if not self._breaker.allow():
-            self._n.skipped += 1
+        if not self._l2_allowed():
             return {}, 0
         _, values = await self._guarded(self._store.mget(keys), "mget")
         if not values:
             return {}, 1
-        decoded = unpack_many(values, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
+        decoded = unpack_many(values, keys=keys, vocab_size=self._vocab_size)
         found: dict[str, TokenIds] = {}
         for key, arr in zip(keys, decoded, strict=False):
             if isinstance(arr, CorruptEntryError):
@@ -221,10 +229,41 @@ class TokenCache:
                 found[key] = arr
         return found, 1
 
-    async def _guarded(self, op: Awaitable[T], what: str) -> tuple[bool, T | None]:
-        """Run one L2 operation under ``op_timeout_s``; report it to the breaker."""
+    def _l2_allowed(self) -> bool:
+        """Whether a request (or write-back) may use L2 now; starts the probe when due.
+
+        Requests never carry the half-open probe: a background ``ping`` does. A request's
+        probe could be cancelled by its client, skipped by a write-back, or time out on the
+        burst of reconnections that follows a restart under load, each time holding the
+        circuit open for another ``reset_timeout_s``.
+        """
+        if self._breaker.state == "closed":
+            return True
+        if self._probe is None and self._breaker.allow():
+            self._probe = asyncio.create_task(self._run_probe())
+        self._n.skipped += 1
+        return False
+
+    async def _run_probe(self) -> None:
+        assert self._store is not None
         try:
-            result = await within(op, self._op_timeout_s)
+            await self._guarded(self._store.ping(), "probe", self._probe_timeout_s)
+        except asyncio.CancelledError:
+            self._breaker.release_probe()  # aclose() mid-probe
+            raise
+        finally:
+            self._probe = None
+
+    async def _guarded(
+        self, op: Awaitable[T], what: str, timeout_s: float | None = None
+    ) -> tuple[bool, T | None]:
+        """Run one L2 operation under ``op_timeout_s``; report it to the breaker.
+
+        The deadline counts the call's time while the loop was responsive (see ``within``):
+        a reply that waited in the socket for a busy loop is not a Redis failure.
+        """
+        try:
+            result = await within(op, timeout_s or self._op_timeout_s)
         except TimeoutError:
             self._failed(what, "timed out")
             self._n.timeouts += 1
@@ -335,15 +374,14 @@ class TokenCache:
     ) -> None:
         try:
             items = {
-                key: pack_ids(arr, fingerprint=self._fingerprint, vocab_size=self._vocab_size)
+                key: pack_ids(arr, key=key, vocab_size=self._vocab_size)
                 for key, arr in made.items()
             }
         except ValueError as exc:
             self._n.write_errors += len(made)
             logger.warning("token cache: cannot pack tokenizer output: %s", exc)
             return
-        if not self._breaker.allow():
-            self._n.skipped += 1
+        if not self._l2_allowed():
             return
         ok, _ = await self._guarded(store.mset(items, ttl_s), "mset")
         if ok:
@@ -407,6 +445,30 @@ class TokenCache:
             return {"backend": "none", "ok": True, "warning": None}
         return await self._store.check_memory_policy()
 
+    async def l2_health(self, timeout_s: float = 1.0) -> dict[str, Any]:
+        """A cheap readiness check of the L2 store: ONE ``ping``, outside the breaker.
+
+        Returns ``{"state", "latency_ms", "reason", "breaker"}``: ``state`` is ``"ok"``,
+        ``"down"`` (the store failed, refused our credentials or took longer than
+        ``timeout_s``) or ``"none"`` (no L2 configured); ``reason`` says why it is down
+        (the error's class and message, URL credentials masked, never a password), else
+        None; ``breaker`` is the L2 circuit's state. Never raises.
+        """
+        breaker = self._breaker.state
+        if self._store is None:
+            return {"state": "none", "latency_ms": None, "reason": None, "breaker": breaker}
+        t0 = time.perf_counter()
+        reason = None
+        try:
+            await within(self._store.ping(), timeout_s)
+        except TimeoutError:
+            reason = f"no answer within {timeout_s} s"
+        except Exception as exc:  # any store failure is "down", never an error of the probe
+            reason = _reason(exc)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        state = "ok" if reason is None else "down"
+        return {"state": state, "latency_ms": latency_ms, "reason": reason, "breaker": breaker}
+
     def stats(self) -> CacheStats:
         n = self._n
         return CacheStats(
@@ -422,6 +484,10 @@ class TokenCache:
     async def aclose(self) -> None:
         """Finish pending write-backs, then close the store."""
         await self.flush()
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         if self._store is not None:
             await self._store.aclose()
 
@@ -435,6 +501,14 @@ class TokenCache:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    """Why the store is down, fit for a health report: the vendor error behind ours, with
+    URL credentials masked (redis-py names host and port only, but a URL may get in)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = f"{type(cause).__name__}: {cause}"
+    return _URL_CREDENTIALS.sub(r"\1***@", text)[:_REASON_CHARS]
 
 
 def _check_ttl(ttl_s: float | None) -> None:

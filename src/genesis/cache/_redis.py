@@ -13,8 +13,11 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from genesis.cache._deadline import within
 from genesis.errors import CacheError
@@ -25,6 +28,8 @@ T = TypeVar("T")
 
 _GLOB = re.compile(r"([*?\[\]\\])")
 _OK_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu"})
+# Beyond the store's own (lag-aware) timeout: the lag it may forgive (``within``'s max_lag_s).
+_BACKSTOP_S = 1.0
 
 
 class RedisTokenStore:
@@ -41,9 +46,14 @@ class RedisTokenStore:
     so that a borrowed client's store holds nothing to close). Measured here, a 5-key MGET
     on a lane connection costs ~30 us less than ``client.mget`` (~100 vs ~130 us): no pool
     lock, checkout check, retry wrapper or ``wait_for`` per command. A busy lane sends the
-    overflow through the pool. The lane keeps redis-py's socket timeouts and its
-    disconnect-on-error; a connection error on a reused connection (Redis restarted) is
-    retried once on a new one.
+    overflow through the pool. The lane keeps redis-py's disconnect-on-error.
+
+    A connection error on a reused connection (Redis restarted: every pooled connection is
+    stale) is retried once, on the lane and on the pool path (``mset``, the overflow
+    ``mget``, ``delete_prefix``, ``ttl``, ``ping``) alike. Every command runs under the
+    client's ``socket_timeout`` measured as :func:`~genesis.cache._deadline.within` measures
+    it (the call's time while the loop was responsive), not as redis-py's per-socket-op
+    timers, which count the time the loop was busy elsewhere.
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class RedisTokenStore:
         scan_count: int = 1000,
         owns_client: bool = False,
         read_connections: int | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("RedisTokenStore needs a client with decode_responses=False")
@@ -70,38 +81,58 @@ class RedisTokenStore:
             raise ValueError(f"read_connections must be >= 0, got {lane}")
         self._lane_max = lane
         pool = client.connection_pool
-        self._lane_timeout_s: float | None = pool.connection_kwargs.get("socket_timeout")
+        if timeout_s is None:
+            timeout_s = pool.connection_kwargs.get("socket_timeout")
+        self._timeout_s = timeout_s
         # Lane connections time out as a whole command (see `_mget_on`), not per socket op.
         self._lane_kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._lane_timeout_s = self._timeout_s
         self._lane_open = 0  # lane connections made and not dropped (idle or in use)
         self._idle: list[AbstractConnection] = []
 
     @classmethod
     def from_url(
-        cls, url: str, *, pool_size: int = 16, socket_timeout_s: float = 0.25
+        cls,
+        url: str,
+        *,
+        pool_size: int = 16,
+        socket_timeout_s: float = 0.25,
+        read_connections: int | None = None,
     ) -> RedisTokenStore:
         """A store with its own pool of at most ``pool_size`` connections, plus a read
-        lane of as many.
+        lane of as many; every command must finish within ``socket_timeout_s`` of a
+        responsive loop.
 
         A plain ``ConnectionPool`` plus a semaphore, not ``BlockingConnectionPool``: measured
         here, the blocking pool's checkout added ~40-80 us to every MGET (a 5-chunk Redis hit
         is ~150 us in all); an uncontended semaphore costs under 1 us.
         """
         pool = aioredis.ConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
+            url, max_connections=pool_size, **_pool_kwargs(socket_timeout_s)
         )
         client = aioredis.Redis(connection_pool=pool)
-        return cls(client, max_concurrency=pool_size, owns_client=True)
+        return cls(client, max_concurrency=pool_size, owns_client=True, timeout_s=socket_timeout_s)
 
     async def _run(self, op: Callable[[], Awaitable[T]]) -> T:
-        # Takes a factory: a coroutine created before a cancelled wait would never be awaited.
+        """Run one pool-path command (a factory: a coroutine created before a cancelled wait
+        would never be awaited) in a slot, retried once on a connection error."""
+        try:
+            return await self._in_slot(op)
+        except RedisConnectionError:
+            # After a Redis restart every pooled connection is stale and redis-py finds out
+            # only by using one; it has dropped this one, the retry connects afresh.
+            return await self._in_slot(op)
+
+    async def _in_slot(self, op: Callable[[], Awaitable[T]]) -> T:
         if self._slots is None:
-            return await op()
-        async with self._slots:
-            return await op()
+            return await self._timed(op())
+        async with self._slots:  # the wait for a slot is not charged to the command
+            return await self._timed(op())
+
+    async def _timed(self, aw: Awaitable[T]) -> T:
+        if self._timeout_s is None:
+            return await aw
+        return await within(aw, self._timeout_s)
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
@@ -173,8 +204,8 @@ class RedisTokenStore:
             return
         try:
             await self._run(lambda: self._write(items, ttl_s))
-        except RedisError as exc:
-            raise CacheError(f"redis write of {len(items)} keys failed: {exc}") from exc
+        except (RedisError, TimeoutError) as exc:
+            raise CacheError(f"redis write of {len(items)} keys failed: {exc!r}") from exc
 
     async def _write(self, items: Mapping[str, bytes], ttl_s: float | None) -> None:
         if ttl_s is None:
@@ -193,13 +224,13 @@ class RedisTokenStore:
         go stale as allkeys-lru evicts keys. SCAN never blocks Redis like KEYS, and UNLINK
         frees the memory in a background thread.
         """
-        match = _GLOB.sub(r"\\\1", prefix) + "*"
+        match = escape_glob(prefix) + "*"
         removed = 0
         try:
             async for batch in self._scan_batches(match):
                 removed += int(await self._run(partial(self._client.unlink, *batch)))
-        except RedisError as exc:
-            raise CacheError(f"redis delete of {prefix!r}* failed: {exc}") from exc
+        except (RedisError, TimeoutError) as exc:
+            raise CacheError(f"redis delete of {prefix!r}* failed: {exc!r}") from exc
         return removed
 
     async def _scan_batches(self, match: str) -> Any:
@@ -216,8 +247,8 @@ class RedisTokenStore:
     async def ttl(self, key: str) -> float | None:
         try:
             ms = int(await self._run(lambda: self._client.pttl(key)))
-        except RedisError as exc:
-            raise CacheError(f"redis PTTL failed: {exc}") from exc
+        except (RedisError, TimeoutError) as exc:
+            raise CacheError(f"redis PTTL failed: {exc!r}") from exc
         if ms == -2:
             return None
         return math.inf if ms == -1 else ms / 1000
@@ -226,12 +257,19 @@ class RedisTokenStore:
         """Read ``INFO memory`` (never CONFIG SET) and warn unless Redis is bounded with LRU."""
         try:
             info = await self._run(lambda: self._client.info("memory"))
-        except RedisError as exc:
-            raise CacheError(f"redis INFO memory failed: {exc}") from exc
+        except (RedisError, TimeoutError) as exc:
+            raise CacheError(f"redis INFO memory failed: {exc!r}") from exc
         found = memory_policy_report(info)
         if found["warning"]:
             logger.warning("token cache redis: %s", found["warning"])
         return found
+
+    async def ping(self) -> None:
+        """One PING through the pool (a cheap liveness and authentication check)."""
+        try:
+            await self._run(self._client.ping)
+        except (RedisError, TimeoutError) as exc:
+            raise CacheError(f"redis PING failed: {exc!r}") from exc
 
     async def aclose(self) -> None:
         await self._drop_idle()
@@ -253,6 +291,31 @@ class RedisTokenStore:
     @property
     def client(self) -> aioredis.Redis:
         return self._client
+
+
+def escape_glob(prefix: str) -> str:
+    """``prefix`` as a literal in a SCAN MATCH pattern."""
+    return _GLOB.sub(r"\\\1", prefix)
+
+
+def _pool_kwargs(timeout_s: float) -> dict[str, Any]:
+    """Connection settings for a store's own pool.
+
+    ``socket_timeout`` is only a backstop here: the store times each command as a whole
+    (``_timed``, lag-aware), while redis-py's per-socket-op timers would fire on a healthy
+    Redis whenever the loop is busy. No redis-py retries: its default (10 attempts with
+    exponential backoff) would turn a Redis outage into seconds per call; the store
+    retries a stale connection once itself, at once.
+    """
+    backstop = timeout_s + _BACKSTOP_S
+    return {
+        "socket_timeout": backstop,
+        "socket_connect_timeout": backstop,
+        "retry": Retry(NoBackoff(), 0),
+        # Its CLIENT MAINT_NOTIFICATIONS is one more round trip per new connection (refused
+        # by Redis 7): new connections come in a burst right after a restart, under load.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
 
 
 def memory_policy_report(info: Mapping[str, Any]) -> dict[str, Any]:

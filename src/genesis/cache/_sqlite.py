@@ -133,6 +133,12 @@ class SqliteTokenStore:
         left = float(row[0]) - self._clock()
         return left if left > 0 else None
 
+    async def ping(self) -> None:
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise CacheError(f"token store check failed: {exc}") from exc
+
     async def check_memory_policy(self) -> dict[str, Any]:
         return {"backend": "sqlite", "ok": True, "warning": None, "max_bytes": self._max_bytes}
 

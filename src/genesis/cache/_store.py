@@ -31,6 +31,8 @@ class TokenStore(Protocol):
       ``math.inf`` when it never expires.
     - ``check_memory_policy()`` reports how the store bounds its memory (never changes it):
       a dict with at least ``backend``, ``ok`` (bool) and ``warning`` (str or None).
+    - ``ping()`` is a cheap check that the store answers (and accepts our credentials); it
+      raises ``CacheError`` when not.
     - Failures raise ``genesis.errors.CacheError`` (vendor errors are translated).
     - ``aclose()`` releases connections; it is idempotent.
     """
@@ -44,6 +46,8 @@ class TokenStore(Protocol):
     async def ttl(self, key: str) -> float | None: ...
 
     async def check_memory_policy(self) -> dict[str, Any]: ...
+
+    async def ping(self) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -84,6 +88,9 @@ class MemoryTokenStore:
         if self._get(key, now) is None:
             return None
         return self._data[key][1] - now
+
+    async def ping(self) -> None:
+        return None
 
     async def check_memory_policy(self) -> dict[str, Any]:
         return {"backend": "memory", "max_bytes": self._max_bytes, "ok": True, "warning": None}

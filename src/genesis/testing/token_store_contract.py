@@ -95,3 +95,6 @@ class TokenStoreContract:
         assert {"backend", "ok", "warning"} <= set(report)
         assert isinstance(report["ok"], bool)
         assert (report["warning"] is None) == report["ok"]
+
+    async def test_ping_answers(self, store: TokenStore) -> None:
+        await store.ping()
