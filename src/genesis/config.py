@@ -74,7 +74,7 @@ class CacheSettings(_Model):
     ttl_s: int | None = Field(86_400, ge=1)
     op_timeout_s: float = Field(0.05, gt=0)
     breaker_failures: int = Field(3, ge=1)
-    breaker_reset_s: float = Field(5.0, gt=0)
+    breaker_reset_s: float = Field(2.0, gt=0)
     prefix: str = Field("gt", pattern=r"^[A-Za-z0-9_-]{1,16}$")
 
 
