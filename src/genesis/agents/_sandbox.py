@@ -240,10 +240,10 @@ class _Host:
 
 
 def _host() -> _Host:
-    stage = None
+    bwrap, stage = _tool("bwrap"), None
     if os.geteuid() == 0:
         stage = (_tool("unshare"), _tool("setpriv"), _tool("mount"))
-    return _Host(_tool("bwrap"), stage, sys.executable, _python_dirs(), _system_dirs())
+    return _Host(bwrap, stage, sys.executable, _python_dirs(), _system_dirs())
 
 
 def _tool(name: str) -> str:

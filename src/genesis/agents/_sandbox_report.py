@@ -156,8 +156,8 @@ def _verdict(test: _Test) -> str:
         return "error"
     if phases.get("call") == "failed":
         return "failed"
-    if "skipped" in (phases.get("setup"), phases.get("call")) and "teardown" in phases:
+    if "setup" not in phases or "teardown" not in phases:
+        return "error"  # never finished, or a record of it was lost
+    if "skipped" in (phases["setup"], phases.get("call")):
         return "skipped"
-    if phases.get("call") == "passed" and "teardown" in phases:
-        return "passed"
-    return "error"
+    return "passed" if phases["setup"] == phases.get("call") == "passed" else "error"
