@@ -533,9 +533,7 @@ class _Readers:
         try:
             await asyncio.wait_for(asyncio.gather(*self._tasks), _DRAIN_GRACE_S)
         except TimeoutError:
-            logger.warning(
-                "sandbox pipes still open %.1fs after the run; dropped", _DRAIN_GRACE_S
-            )
+            logger.warning("sandbox pipes still open %.1fs after the run; dropped", _DRAIN_GRACE_S)
 
 
 async def _consume(stream: asyncio.StreamReader, sink: Callable[[bytes], object]) -> None:
