@@ -11,9 +11,12 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import socket
+import tempfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -151,9 +154,35 @@ def test_a_missing_bubblewrap_is_an_error_naming_the_package(
         run_tests("def add(a, b):\n    return a + b\n", ADD_TESTS, limits=FAST)
 
 
+@pytest.fixture
+def tools_dir() -> Iterator[Path]:
+    """A folder for PATH that nobody may read too (the dropped user runs bubblewrap)."""
+    path = Path(tempfile.mkdtemp(prefix="genesis-tools-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_result(
+    tools_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for tool in ("unshare", "setpriv", "mount"):  # the real ones, for the way in as root
+        real = shutil.which(tool)
+        assert real, f"{tool} is missing"
+        (tools_dir / tool).symlink_to(real)
+    # What bubblewrap does where user namespaces are off: a message and exit status 1.
+    fake = tools_dir / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools_dir))
+    with pytest.raises(SandboxError, match="did not start.*No permissions to create new namespace"):
+        run_tests("def add(a, b):\n    return a + b\n", ADD_TESTS, limits=FAST)
+
+
 async def test_candidate_cannot_write_outside_its_folder(tmp_path: Path) -> None:
     name = f"genesis-escape-{uuid.uuid4().hex}"
     targets = [tmp_path, REPO_ROOT, Path("/tmp"), Path("/root"), Path("/etc"), Path("/usr/lib")]
+    targets.append(Path("/"))  # the sandbox's root: a tmpfs of bubblewrap's, remounted read-only
     targets.append(Path(os.__file__).parent)  # the interpreter's own, read-only inside
     tests = textwrap.dedent(
         f"""

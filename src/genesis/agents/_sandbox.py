@@ -18,20 +18,22 @@ of its first process (bubblewrap's reaper) kills every process the tests started
 that left the process group or session.
 
 **Why bubblewrap, and why a dropped user first.** bubblewrap (Debian package ``bubblewrap``,
->= 0.7 for ``--size``) builds the read-only view, the namespaces and the tmpfs mounts from one
-command line, runs unprivileged, and is what these machines and CI (root, Debian 12) carry.
-Run as root, its user namespace maps the sandboxed "nobody" to root outside, which could still
-read root's files (seen here: ``/etc/shadow``). So when Genesis runs as root, bubblewrap is
-started through ``setpriv`` as ``nobody`` with no groups, capabilities or new privileges. An
-unprivileged user cannot traverse ``/root`` (mode 700), where the interpreter or the venv
-often live (pyenv, ``/root/.venv``); so, as root, the needed Python directories are first
-bind-mounted read-only onto empty directories of a world-traversable staging folder, inside
-a private mount namespace made with ``unshare`` that only this run sees, and bubblewrap (as
-nobody) binds them from there to their original paths. When Genesis runs as an unprivileged
-user, bubblewrap is started directly as that user and binds the directories from where they
-are. ``unshare -r`` with a dropped user would need the same staging plus hand-made mounts for
-everything bubblewrap does; no fallback exists: a missing tool raises :class:`SandboxError`
-naming its Debian package, never an unsandboxed run.
+0.8 or later for ``--size`` and ``--disable-userns``; Debian 12 ships 0.8.0) builds the
+read-only view, the namespaces and the sized tmpfs mounts from one command line, runs
+unprivileged, and runs here and in CI (root, Debian 12). Run as root, its user namespace maps
+the sandboxed "nobody" to root outside, which could still read root's files (seen here:
+``/etc/shadow``). So when Genesis runs as root, bubblewrap is started through ``setpriv`` as
+``nobody`` with no groups, capabilities or new privileges. An unprivileged user cannot
+traverse ``/root`` (mode 700), where the interpreter or the venv often live (pyenv,
+``/root/.venv``), and bubblewrap resolves its bind sources as that user; so, as root, the
+needed Python directories are first bind-mounted read-only onto empty directories of a
+staging folder that nobody may traverse, inside a private mount namespace made with
+``unshare`` that only this run sees, and bubblewrap (as nobody) binds them from there to
+their original paths. When Genesis runs as an unprivileged user, bubblewrap is started
+directly as that user and binds the directories from where they are. ``unshare`` alone with a
+dropped user would need the same staging plus hand-made mounts for everything bubblewrap
+does. There is no fallback: a missing tool raises :class:`SandboxError` naming its Debian
+package, never an unsandboxed run.
 
 **The report.** The candidate runs inside pytest's own process, so no file it can reach can
 hold a trustworthy report. :mod:`genesis.agents._sandbox_runner` (copied in read-only) reads a
@@ -235,6 +237,8 @@ class _Host:
     stage: tuple[str, str, str] | None
     python: str
     python_dirs: tuple[str, ...]
+    # Where pytest and its dependencies were found, for the runner's sys.path.
+    site_dirs: tuple[str, ...]
     # (path, symlink target or None for a read-only bind)
     system: tuple[tuple[str, str | None], ...]
 
@@ -243,7 +247,9 @@ def _host() -> _Host:
     bwrap, stage = _tool("bwrap"), None
     if os.geteuid() == 0:
         stage = (_tool("unshare"), _tool("setpriv"), _tool("mount"))
-    return _Host(bwrap, stage, sys.executable, _python_dirs(), _system_dirs())
+    site_dirs = _site_dirs()
+    python_dirs = _outermost([*_interpreter_dirs(), *site_dirs])
+    return _Host(bwrap, stage, sys.executable, python_dirs, site_dirs, _system_dirs())
 
 
 def _tool(name: str) -> str:
@@ -257,10 +263,14 @@ def _tool(name: str) -> str:
     return path
 
 
-def _python_dirs() -> tuple[str, ...]:
-    """The directories the interpreter and pytest are read from, outermost only."""
+def _interpreter_dirs() -> set[str]:
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    dirs |= _link_dirs(sys.executable)
+    return dirs | _link_dirs(sys.executable)
+
+
+def _site_dirs() -> tuple[str, ...]:
+    """The directories pytest and its dependencies are imported from here, in order."""
+    dirs: dict[str, None] = {}
     for name in _RUNNER_PACKAGES:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
@@ -271,8 +281,9 @@ def _python_dirs() -> tuple[str, ...]:
                 )
             continue
         package_dir = os.path.dirname(spec.origin)
-        dirs.add(os.path.dirname(package_dir) if spec.submodule_search_locations else package_dir)
-    return _outermost(dirs)
+        site = os.path.dirname(package_dir) if spec.submodule_search_locations else package_dir
+        dirs[site] = None
+    return tuple(dirs)
 
 
 def _link_dirs(path: str) -> set[str]:
@@ -367,6 +378,7 @@ def _prepare(
     binds, staging = _binds(host, stack)
     bwrap = _bwrap_args(host, binds, status_w, file_fds, runner_fd)
     runner = [host.python, "-I", "-B", _RUNNER, str(report_w), str(key_r), test_file]
+    runner += host.site_dirs
     command = _staged(host, staging, [*bwrap, "--", *runner])
     launch = _Launch(command, key, fds, report_r, status_r)
     launch.child_fds = [report_w, status_w, key_r, runner_fd, *file_fds.values()]
@@ -478,7 +490,8 @@ async def _run(launch: _Launch, limits: SandboxLimits) -> SandboxResult:
         await readers.drain()
     if not timed_out and b'"child-pid"' not in status:
         raise SandboxError(
-            f"the sandbox did not start (exit code {proc.returncode}): {tail.text()[-600:]}"
+            f"the sandbox did not start (exit code {proc.returncode}; bubblewrap needs user "
+            f"namespaces, and version 0.8 or later): {tail.text()[-600:]}"
         )
     duration = time.perf_counter() - started
     return _result(proc.returncode, tally.counts(), timed_out, duration, tail.text())

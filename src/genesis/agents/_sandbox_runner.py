@@ -1,8 +1,9 @@
 """The test runner that runs *inside* the sandbox: pytest plus a reporter on a pipe.
 
 The sandbox copies this file into the sandbox read-only and runs it as a script,
-``python -I -B runner.py REPORT_FD KEY_FD TEST_FILE``, before any candidate code is imported.
-It imports only the standard library and pytest, never genesis (which is not in the sandbox).
+``python -I -B runner.py REPORT_FD KEY_FD TEST_FILE [SITE_DIR...]``, before any candidate code
+is imported. It imports only the standard library and pytest (from the site directories
+where the parent found it, e.g. a user site that ``-I`` leaves out), never genesis.
 
 It reads a one-off key from ``KEY_FD`` and closes it, then runs pytest on ``TEST_FILE`` with a
 plugin that writes one line per event to ``REPORT_FD`` as it happens: ``<hmac> <json>``, where
@@ -19,9 +20,10 @@ import hmac
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
 
 # One record per line, each well under PIPE_BUF (4096 bytes), so one os.write is atomic and a
 # candidate writing into the same pipe can never split a record: test ids are sent hashed.
@@ -87,6 +89,9 @@ def _read_key(fd: int) -> bytes:
 def main(argv: list[str]) -> int:
     report_fd, key_fd, test_file = int(argv[1]), int(argv[2]), argv[3]
     mac = hmac.new(_read_key(key_fd), digestmod="sha256")
+    sys.path.extend(d for d in argv[4:] if d not in sys.path)
+    import pytest  # only now that its directories are on the path
+
     args = ["-q", "-p", "no:cacheprovider", test_file]
     return int(pytest.main(args, plugins=[Reporter(report_fd, mac)]))
 
