@@ -324,6 +324,25 @@ async def test_no_process_outlives_the_run(hangs: bool) -> None:
     assert _processes_with(marker) == []
 
 
+@pytest.mark.slow
+async def test_a_cancelled_run_leaves_no_process_behind() -> None:
+    marker = f"genesis-cancelled-{uuid.uuid4().hex}"
+    tests = SPAWNS_A_DAEMON.replace("{marker}", marker) + "    time.sleep(60)\n"
+    run = asyncio.ensure_future(run_tests_async("x = 1\n", tests, limits=SandboxLimits(30.0)))
+    while not _processes_with(marker):  # the daemon is up: the candidate is mid-test
+        assert not run.done(), run.result().output
+        await asyncio.sleep(0.05)
+    run.cancel()  # e.g. the HTTP client went away
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    # The kill is sent before the cancellation returns; dying takes the kernel a moment.
+    for _ in range(100):
+        if not _processes_with(marker):
+            break
+        await asyncio.sleep(0.05)
+    assert _processes_with(marker) == []
+
+
 def _processes_with(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

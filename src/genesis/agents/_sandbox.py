@@ -3,37 +3,38 @@
 **What the candidate gets.** Its module, its tests and a ``pytest.ini`` in ``/sandbox`` (a
 64 MiB tmpfs: its folder, working directory and ``HOME``), a 16 MiB tmpfs at ``/tmp`` and at
 ``/dev/shm``; read-only: ``/usr`` (with ``/bin``, ``/lib``... as on the host), the Python
-installation that runs Genesis (prefix, base prefix, and the site directory of pytest and its
-dependencies, each at its own path), a fresh ``/proc`` and a minimal ``/dev``. Nothing else of
-the host's filesystem exists inside: not ``/etc``, not ``/root``, not the repository. The root
-and ``/dev`` are remounted read-only, so the tmpfs mounts are the only writable places and
-everything written there is gone with the run. It runs in its own user, PID, mount, network,
-IPC, UTS and cgroup namespaces: no network at all (the loopback of an empty namespace reaches
-no host service), no host process visible, hostname ``sandbox``, no nested user namespaces,
-no capabilities. On the host it runs as ``nobody`` (65534), never as the user of Genesis when
-that user is root. No variable of the caller's environment is passed on. ``RLIMIT_AS`` /
-``RLIMIT_CPU`` / ``RLIMIT_FSIZE`` are set before ``exec``; after the wall-clock timeout the
-whole process group is killed, and because the tests run in their own PID namespace, the end
-of its first process (bubblewrap's reaper) kills every process the tests started, even one
-that left the process group or session.
+installation that runs Genesis (prefix, base prefix, the site directories of pytest and its
+dependencies, each at its own path), a fresh ``/proc`` and a minimal ``/dev``. Nothing else
+of the host's filesystem exists inside: no ``/etc``, no ``/home``, no repository; ``/root``
+only as the path to a Python directory bound there. The root and ``/dev`` are remounted
+read-only, so the sized tmpfs mounts are the only writable places, and all they hold is gone
+with the run. It runs in its own user, PID, mount, network, IPC, UTS and cgroup namespaces:
+no network at all (the loopback of an empty namespace reaches no host service), no host
+process in sight, hostname ``sandbox``, no nested user namespaces, no capabilities. On the
+host it runs as ``nobody`` (65534) when Genesis runs as root, else as Genesis's own user; runs
+are kept apart by their namespaces, not by their uid. No variable of the caller's environment
+is passed on. ``RLIMIT_AS`` / ``RLIMIT_CPU`` / ``RLIMIT_FSIZE`` are set before ``exec``; after
+the wall-clock timeout the whole process group is killed, and since the tests run in their
+own PID namespace, the end of its first process (bubblewrap's reaper, which dies with its
+parent) kills every process they started, even one that left the process group and session.
 
 **Why bubblewrap, and why a dropped user first.** bubblewrap (Debian package ``bubblewrap``,
 0.8 or later for ``--size`` and ``--disable-userns``; Debian 12 ships 0.8.0) builds the
-read-only view, the namespaces and the sized tmpfs mounts from one command line, runs
-unprivileged, and runs here and in CI (root, Debian 12). Run as root, its user namespace maps
+read-only view, the namespaces and the sized tmpfs mounts from one command line, needs no
+privilege, and runs here and in CI (root, Debian 12). Run as root, its user namespace maps
 the sandboxed "nobody" to root outside, which could still read root's files (seen here:
-``/etc/shadow``). So when Genesis runs as root, bubblewrap is started through ``setpriv`` as
-``nobody`` with no groups, capabilities or new privileges. An unprivileged user cannot
+``/etc/shadow``). So when Genesis runs as root, bubblewrap is started through ``setpriv``
+(util-linux) as nobody, with no groups, capabilities or new privileges. nobody cannot
 traverse ``/root`` (mode 700), where the interpreter or the venv often live (pyenv,
-``/root/.venv``), and bubblewrap resolves its bind sources as that user; so, as root, the
-needed Python directories are first bind-mounted read-only onto empty directories of a
-staging folder that nobody may traverse, inside a private mount namespace made with
-``unshare`` that only this run sees, and bubblewrap (as nobody) binds them from there to
-their original paths. When Genesis runs as an unprivileged user, bubblewrap is started
-directly as that user and binds the directories from where they are. ``unshare`` alone with a
-dropped user would need the same staging plus hand-made mounts for everything bubblewrap
-does. There is no fallback: a missing tool raises :class:`SandboxError` naming its Debian
-package, never an unsandboxed run.
+``/root/.venv``), and bubblewrap resolves its bind sources as the user it runs as. So, as
+root, the Python directories are first bind-mounted read-only onto empty directories of a
+staging folder that nobody may pass through (mode 711), in a private mount namespace made by
+``unshare`` (util-linux) with ``mount`` that only this run sees, and bubblewrap binds them
+from there to their original paths. Run by an unprivileged user, Genesis starts bubblewrap
+directly, binding the directories from where they are. ``unshare`` alone with a dropped user
+would need the same staging and, by hand, every mount bubblewrap makes. There is no fallback:
+a missing tool raises :class:`SandboxError` naming its Debian package, and a sandbox that does
+not start raises it too, never an unsandboxed run.
 
 **The report.** The candidate runs inside pytest's own process, so no file it can reach can
 hold a trustworthy report. :mod:`genesis.agents._sandbox_runner` (copied in read-only) reads a
@@ -50,7 +51,7 @@ That is contained to a wrong score for that candidate, never anything outside th
 callers that rank candidates should also distrust any run with ``tampering`` set.
 
 Not bounded: the number of processes (only the timeout ends a fork bomb), and memory as a
-whole (``RLIMIT_AS`` is per process; there is no cgroup).
+whole (``RLIMIT_AS`` is per process, the tmpfs mounts add up to 96 MiB; there is no cgroup).
 """
 
 from __future__ import annotations
@@ -79,13 +80,12 @@ from genesis.errors import SandboxError
 logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
-# Files a candidate writes are capped too, so a test cannot fill its tmpfs in one file.
+# No file may grow past this (RLIMIT_FSIZE), whatever the room where it is written.
 _MAX_FILE_BYTES = 64 * _MB
 # The sandbox's writable places are memory: each is sized.
 _WORK_BYTES = 64 * _MB
 _SCRATCH_BYTES = 16 * _MB
 _READ_CHUNK = 65536
-_STATUS_MAX_BYTES = 65536
 # After the group is killed, how long to wait for the pipes to close before giving up on them.
 _DRAIN_GRACE_S = 1.0
 _KEY_BYTES = 32
@@ -93,15 +93,19 @@ _NOBODY = 65534
 
 # Paths inside the sandbox.
 _WORK = "/sandbox"
-_RUNNER = "/opt/genesis/sandbox_runner.py"
+_RUNNER = "/run/genesis-sandbox/runner.py"
 _RUNNER_SOURCE = Path(__file__).with_name("_sandbox_runner.py")
 
 # Top-level system directories: bound read-only, or made the symlinks they are (merged /usr).
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the runner imports must be visible inside: pytest and its dependencies.
 _RUNNER_PACKAGES = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging")
-_PACKAGE_OF = {"bwrap": "bubblewrap", "unshare": "util-linux", "setpriv": "util-linux"}
-_PACKAGE_OF["mount"] = "mount"
+_PACKAGE_OF = {
+    "bwrap": "bubblewrap",
+    "unshare": "util-linux",
+    "setpriv": "util-linux",
+    "mount": "mount",
+}
 # As root: bind each "source stage" pair in this run's own mount namespace, then exec the rest.
 _STAGE_SCRIPT = (
     'mount=$1; shift; while [ "$1" != -- ]; do '
@@ -482,12 +486,15 @@ async def _run(launch: _Launch, limits: SandboxLimits) -> SandboxResult:
         launch.fds.close(fd)
     assert proc.stdout is not None  # requested as a pipe in _spawn
     tail, tally, status = _Tail(limits.max_output_bytes), ReportTally(launch.key), bytearray()
-    async with _Readers() as readers:
-        readers.start(tail.consume(proc.stdout))
-        for fd, sink in ((launch.report, tally.feed), (launch.status, status.extend)):
-            readers.start(_consume(await readers.pipe(launch.fds.release(fd)), sink))
-        timed_out = await _wait(proc, limits.timeout_s)
-        await readers.drain()
+    try:
+        async with _Readers() as readers:
+            readers.start(tail.consume(proc.stdout))
+            for fd, sink in ((launch.report, tally.feed), (launch.status, status.extend)):
+                readers.start(_consume(await readers.pipe(launch.fds.release(fd)), sink))
+            timed_out = await _wait(proc, limits.timeout_s)
+            await readers.drain()
+    finally:
+        _kill_group(proc.pid)  # also when cancelled before the wait: no run is left behind
     if not timed_out and b'"child-pid"' not in status:
         raise SandboxError(
             f"the sandbox did not start (exit code {proc.returncode}; bubblewrap needs user "
