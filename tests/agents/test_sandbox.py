@@ -217,7 +217,7 @@ async def test_candidate_cannot_read_the_hosts_files(tmp_path: Path) -> None:
     paths += ["/etc/shadow", "/etc/hostname", "/etc/passwd", str(REPO_ROOT / "pyproject.toml")]
     tests = textwrap.dedent(
         f"""
-        import os, socket
+        import os, socket, subprocess
         import pytest
 
         @pytest.mark.parametrize("path", {paths!r})
@@ -229,6 +229,8 @@ async def test_candidate_cannot_read_the_hosts_files(tmp_path: Path) -> None:
             assert os.getuid() != 0 and os.getgid() != 0
             assert socket.gethostname() == "sandbox"
             assert os.getpid() < 10  # its own PID namespace: no host process in sight
+            # No way back to a root of its own through a nested user namespace.
+            assert subprocess.run(["unshare", "--user", "--map-root-user", "true"]).returncode
         """
     )
     try:
