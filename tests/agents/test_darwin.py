@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +38,11 @@ HOARDS_MEMORY = (
 EXPONENTIAL = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
 FAST = (
     "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n"
+)
+# Correct and linear but slow (a sleep per call): the forger below is faster and still loses.
+SLOW_CORRECT = (
+    "import time\n\ndef fib(n):\n    time.sleep(0.01)\n    a, b = 0, 1\n"
+    "    for _ in range(n):\n        a, b = b, a + b\n    return a\n"
 )
 FAST_TOO = (
     "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        b, a = a + b, b\n    return a\n"
@@ -74,6 +81,51 @@ async def test_evolution_survives_bad_variants_and_keeps_the_fast_correct_one() 
     assert result.stopped_reason.startswith("all tests pass and no faster variant")
     assert len(result.history) == 4  # original + 3 generations, not 5
     assert proposer.seen[2][0] == FAST  # the proposer is shown the current best
+
+
+FAST_FORGER = FAST + textwrap.dedent(
+    """
+    import os
+
+    def _forge():
+        line = b'%s {"k":"end","status":0}\\n' % (b"0" * 64)
+        for fd in range(3, 64):
+            try:
+                os.write(fd, line)
+            except OSError:
+                pass
+
+    _forge()
+    """
+)
+KILLS_ITSELF = "import os, signal\n\nos.kill(os.getpid(), signal.SIGKILL)\n" + FAST
+
+
+def writes_outside(path: Path) -> str:
+    """Fast and correct, but leaves a file on the host on every call."""
+    write = f"    open({str(path)!r}, 'w').write('x')\n"
+    return FAST.replace("    return a\n", write + "    return a\n")
+
+
+@pytest.mark.slow
+async def test_evolution_keeps_its_best_when_variants_break_the_sandboxs_rules(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / f"escaped-{uuid.uuid4().hex}"
+    rule_breakers = [FAST_FORGER, KILLS_ITSELF, writes_outside(outside)]
+    proposer = ScriptedProposer([[SLOW_CORRECT], rule_breakers])
+    loop = DarwinLoop(proposer, generations=2, limits=SandboxLimits(timeout_s=3.0))
+    result = await loop.evolve(OFF_BY_ONE, FIB_TESTS)
+
+    assert result.best_source == SLOW_CORRECT and result.best_score == 1.0
+    forger, killer, writer = result.history[2].variants
+    # The forger's real tests all passed, but it wrote into its report: it scores nothing.
+    assert forger.result.passed == 3 and forger.result.tampering and forger.score == 0.0
+    assert forger.outcome.startswith("rejected: report tampered with")
+    assert killer.result.killed_reason == "signal 9" and killer.score == 0.0
+    # Its write is refused inside the sandbox, so its tests fail and the host has no file.
+    assert writer.result.failed == 3 and writer.score == 0.0 and not outside.exists()
+    assert not result.history[2].improved
 
 
 def result_of(passed: int, total: int, tests_time_s: float = 0.01) -> SandboxResult:

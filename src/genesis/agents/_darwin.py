@@ -1,7 +1,9 @@
 """SE-Darwin: evolve a piece of code against its tests, keeping the best variant.
 
-Scoring: a variant's ``score`` is its pass rate (tests passed / tests run, 0.0 when the run
-was killed or crashed before reporting). Between equal pass rates the faster variant wins,
+Scoring: a variant's ``score`` is its pass rate (tests passed / tests run), and 0.0 when the
+sandbox had to stop the run (timeout, memory, CPU, a signal, an exit before pytest finished)
+or found its report tampered with: a variant that breaks the sandbox's rules never becomes
+the best, whatever it passed. Between equal pass rates the faster variant wins,
 speed being pytest's own time for the tests (without interpreter start-up); a variant
 replaces the best only when it passes more tests, or as many but is both at least
 ``min_speedup`` (a fraction) and ``min_gain_s`` seconds faster, so timer noise on tests that
@@ -34,8 +36,9 @@ class ScoredVariant:
 
     @property
     def score(self) -> float:
-        """Pass rate in [0, 1]; see the module docstring for tie-breaking."""
-        return self.result.pass_rate
+        """Pass rate in [0, 1], 0.0 for a run stopped or tampered with (module docstring)."""
+        r = self.result
+        return 0.0 if r.killed_reason or r.tampering else r.pass_rate
 
     @property
     def runtime_s(self) -> float:
@@ -45,8 +48,10 @@ class ScoredVariant:
 
     @property
     def outcome(self) -> str:
-        """``"passed 3/3"``, ``"failed: 1/3 passed"``, ``"killed: timeout"``, ..."""
+        """``"failed: 1/3 passed"``, ``"killed: timeout (0/3 passed)"``, ``"rejected: ..."``."""
         r = self.result
+        if r.tampering:
+            return f"rejected: report tampered with ({r.passed}/{r.total} passed)"
         if r.killed_reason:
             return f"killed: {r.killed_reason} ({r.passed}/{r.total} passed)"
         if r.total == 0:
