@@ -32,7 +32,8 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = config_with_keys(tmp_path_factory.mktemp("config"), {"ops": ["query", "run", "admin"]})
+    keys = {"ops": ["query", "run", "admin"], "reader": ["query"]}
+    config = config_with_keys(tmp_path_factory.mktemp("config"), keys)
     with serve(demo_home, global_args=["--config-dir", str(config)]) as running:
         yield running
 
@@ -49,6 +50,52 @@ def _error(response: httpx.Response) -> dict[str, str]:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"type", "message"}, body
     return dict(body["error"])
+
+
+def _operations(client: httpx.Client) -> list[tuple[str, str, str]]:
+    """(method, path, scope) of every guarded operation in /openapi.json."""
+    spec = client.get("/openapi.json").json()
+    out = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if not op.get("security"):
+                continue
+            scope = (
+                "admin"
+                if path.startswith("/admin")
+                else "run"
+                if path.endswith("/run")
+                else "query"
+            )
+            out.append((method, path.replace("{agent}", "support"), scope))
+    return out
+
+
+def test_every_guarded_route_needs_a_valid_key_and_its_scope(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as anonymous:
+        operations = _operations(anonymous)
+        open_paths = set(anonymous.get("/openapi.json").json()["paths"]) - {
+            p for _, p, _ in operations
+        }
+        assert {"/v1/ask", "/v1/chat/completions", "/admin/cache/clear"} <= {
+            p for _, p, _ in operations
+        }
+        assert all(p.startswith(("/health", "/metrics")) for p in open_paths), open_paths
+        for method, path, scope in operations:
+            for headers in ({}, {"Authorization": "Bearer wrong-key-000000000000000000"}):
+                response = anonymous.request(method, path, json={}, headers=headers)
+                assert response.status_code == 401, (method, path, response.text)
+                assert response.headers["www-authenticate"].startswith("Bearer")
+                assert _error(response)["type"] == "AuthenticationError"
+            reader = {"Authorization": f"Bearer {api_key_for('reader')}"}
+            response = anonymous.request(method, path, json={}, headers=reader)
+            if scope == "query":
+                assert response.status_code != 403, (method, path)
+            else:
+                assert response.status_code == 403, (method, path, response.text)
+                assert _error(response)["type"] == "PermissionDeniedError"
+    assert api_key_for("reader") not in server.log_text()
+    assert "key=reader" in server.log_text()
 
 
 def test_a_10_mb_body_is_refused_unread_and_memory_stays_flat(
