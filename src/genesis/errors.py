@@ -26,7 +26,8 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     ├── AgentError
     │   ├── UnknownAgentError
     │   └── SandboxError
-    └── PromptBudgetError
+    ├── PromptBudgetError
+    └── ExecutorClosedError
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "CorruptEntryError",
+    "ExecutorClosedError",
     "GenesisError",
     "IngestError",
     "LLMBadRequestError",
@@ -142,3 +144,7 @@ class SandboxError(AgentError):
 
 class PromptBudgetError(GenesisError):
     """The fixed parts of a prompt alone exceed the context budget."""
+
+
+class ExecutorClosedError(GenesisError):
+    """CPU work was sent to the executor after its shutdown (the app is closing)."""
