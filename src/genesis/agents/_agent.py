@@ -361,9 +361,7 @@ def _plan_sections(brief: str, answer: RAGAnswer, contexts: Contexts) -> list[Pl
     return parse_plan(answer.answer)
 
 
-def _static_review(
-    text: str, filename: str | None
-) -> tuple[list[FileChange], list[Finding], str]:
+def _static_review(text: str, filename: str | None) -> tuple[list[FileChange], list[Finding], str]:
     """Parse the review input, run the deterministic checks and build the model's question
     (AST and regex work on up to 200 KB: blocking, so one executor call)."""
     changes = parse_review_input(text, filename)
