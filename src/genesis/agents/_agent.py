@@ -123,9 +123,11 @@ class Agent:
         *,
         top_k: int | None = None,
         collection: str | None = None,
-        **kwargs: Any,
+        generate: Generate | None = None,
+        include_prompt: bool = False,
     ) -> RAGAnswer:
-        """Answer from this agent's collection (or ``collection``) with its own settings."""
+        """Answer from this agent's collection (or ``collection``) with its own settings;
+        ``generate`` replaces the pipeline's generator for this call."""
         p = self.profile
         return await self._rag.answer(
             question,
@@ -136,7 +138,8 @@ class Agent:
             temperature=p.temperature,
             model=p.models.finetuned or p.models.baseline,
             timeout_s=self._timeout_s,
-            **kwargs,
+            generate=generate,
+            include_prompt=include_prompt,
         )
 
     # -- uniform entry point -----------------------------------------------------------------

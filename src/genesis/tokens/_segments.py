@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -113,6 +114,7 @@ class SegmentEncoder:
         self._anchor = _check_anchor(anchor)
         self._context: tuple[TokenIds, TokenIds] | None = None
         self.anchor_failures = 0
+        self._failures_lock = threading.Lock()  # encodes run on several executor threads
         material = f"{inner.fingerprint}|{SCHEME}|{anchor!r}|{PROBE!r}".encode()
         # The scheme and the anchor are part of the fingerprint, so IDs cached under another
         # scheme (or by the bare tokenizer) can never be served for a segment.
@@ -211,7 +213,8 @@ class SegmentEncoder:
             or not np.array_equal(ids[:h], head)
             or not np.array_equal(ids[len(ids) - t :], tail)
         ):
-            self.anchor_failures += 1
+            with self._failures_lock:
+                self.anchor_failures += 1
             logger.warning("segment not separable in %s: %r", self._inner.name, text[:40])
             raise SegmentBoundaryError(
                 f"segment {text[:40]!r} merges across its boundary with the anchor "
