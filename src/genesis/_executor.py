@@ -4,16 +4,22 @@ The event loop does I/O and bookkeeping only; query embedding, dense and BM25 se
 reads, tokenizing cache misses, long prompt assembly, extractive answering and code-review
 parsing are sent here with ``await run_cpu(fn, *args)``.
 
-**Threads, not processes** (measured by ``benchmarks/executor.py``, which writes JSON):
+**Threads, not processes.** ``benchmarks/executor.py`` runs one uncached request's CPU work
+(MiniLM query embedding + a 5-chunk ``tokenizers`` batch) serially, in 2 threads and in 2
+processes, in one run. On this 2-core machine under load (load average ~5) it measured, in
+two runs: threads 20.7 and 29.4 steps/s, processes 19.7 and 27.8, serial 20.5 and 29.3 (with no
+idle core, neither pool gains; threads are ~5 % ahead of processes, which also start in ~1 s
+and hold one model copy each); the event loop's longest stall was 218/132 ms with the steps
+inline and 28/24 ms (p99 16/11 ms) with them in the thread pool. The reasons:
 
 - The heavy steps release the GIL: NumPy's matrix products (the MiniLM forward pass, dense
-  search), the Rust ``tokenizers`` batch encoders and SQLite all run without it, so a pool of
-  threads keeps every core busy.
-- A process pool would need its own copy of everything a step reads: the 90 MB of MiniLM
-  weights, each collection's vector matrix, the BM25 postings, the SQLite catalog, and would
-  pickle every argument and result (vectors, token IDs, chunks) across a pipe. A request's
-  steps are 0.1-40 ms; the copy and the pickling cost more than they save, and in-memory
-  indexes could not be shared at all.
+  search), the Rust ``tokenizers`` batch encoders and SQLite run without it, so threads can
+  use several cores at once (a quiet machine is needed to show that gain; this one had none
+  to spare for either pool).
+- A process pool needs its own copy of everything a step reads: the 90 MB of MiniLM weights,
+  each collection's vector matrix, the BM25 postings, the SQLite catalog, and pickles every
+  argument and result across a pipe. It measured no faster, and in-memory indexes (vectors,
+  BM25, the L1 token cache) could not be shared with it at all.
 - The pool is separate from the loop's default executor on purpose: ``asyncio`` resolves host
   names (``getaddrinfo``) and runs ``to_thread`` there, so a Redis or LLM reconnect must not
   queue behind embeddings.
