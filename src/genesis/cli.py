@@ -190,23 +190,40 @@ def run_task(
         Path, typer.Argument(help="The task input: a brief, source code or a diff ('-' = stdin)")
     ],
     tests: Annotated[
-        Path | None, typer.Option("--tests", help="Tests file (se_darwin: what to pass)")
+        Path | None, typer.Option("--tests", help="Tests file (evolve: what to pass)")
     ] = None,
-    filename: Annotated[str | None, typer.Option("--filename", help="Name for a source")] = None,
+    filename: Annotated[
+        str | None, typer.Option("--filename", help="review: name of a whole source file")
+    ] = None,
+    module_name: Annotated[
+        str | None, typer.Option("--module-name", help="tests: module name to import")
+    ] = None,
+    generations: Annotated[
+        int | None, typer.Option("--generations", help="evolve: generations to run")
+    ] = None,
+    population: Annotated[
+        int | None, typer.Option("--population", help="evolve: variants per generation")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run an agent's task: plan (business_generation), tests (qa), review (code_review),
-    evolve (se_darwin) or answer (support, documentation)."""
+    evolve (se_darwin) or answer (support, documentation). An option the agent's task does
+    not take is an error (exit 2)."""
     text = sys.stdin.read() if str(input_file) == "-" else _read_file(input_file)
-    extra: dict[str, Any] = {}
-    if tests is not None:
-        extra["tests"] = _read_file(tests)
-    if filename is not None:
-        extra["filename"] = filename
+    given = {
+        "tests": _read_file(tests) if tests is not None else None,
+        "filename": filename,
+        "module_name": module_name,
+        "generations": generations,
+        "population": population,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
 
     async def work(genesis: Any) -> Any:
+        runner = genesis.agent(agent)
+        request = runner.request(text, **options)  # a wrong option fails before any work
         await genesis.ensure_demo(progress=None)
-        return await genesis.agent(agent).run(text, **extra)
+        return await runner.run(request)
 
     result = _run(work)
     payload = result.as_dict()

@@ -30,6 +30,7 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     │   ├── UnknownAgentError
     │   └── SandboxError
     ├── PromptBudgetError
+    ├── ExecutorClosedError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -50,6 +51,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "CorruptEntryError",
+    "ExecutorClosedError",
     "FeatureDisabledError",
     "GenesisError",
     "IngestError",
@@ -194,6 +196,10 @@ class SandboxError(AgentError):
 
 class PromptBudgetError(GenesisError):
     """The fixed parts of a prompt alone exceed the context budget."""
+
+
+class ExecutorClosedError(GenesisError):
+    """CPU work was sent to the executor after its shutdown (the app is closing)."""
 
 
 class ServiceError(GenesisError):

@@ -13,15 +13,20 @@ import pytest
 
 from genesis.agents import (
     Agent,
+    AnswerRequest,
     AnswerResult,
     EvolutionReport,
+    EvolveRequest,
+    PlanRequest,
     PlanResult,
+    ReviewRequest,
     ReviewResult,
     SandboxLimits,
+    TestsRequest,
     TestsResult,
 )
 from genesis.agents._review import parse_model_findings, parse_review_input, static_findings
-from genesis.agents._tasks import extract_python, parse_plan
+from genesis.agents._tasks import extract_python, parse_plan, task_request
 from genesis.cache import MemoryTokenStore, TokenCache
 from genesis.config import AgentProfile, load_settings
 from genesis.errors import AgentError
@@ -383,21 +388,57 @@ async def test_offline_evolution_scores_the_original_once_and_makes_no_variants(
 
 
 @pytest.mark.slow
-async def test_run_dispatches_on_the_profile_task(make_agent: MakeAgent) -> None:
+async def test_run_dispatches_on_the_typed_request(make_agent: MakeAgent) -> None:
     reviewer = await make_agent("code_review", ExtractiveBackend().generate)
-    review = await reviewer.run(REVIEW_DIFF)
+    review = await reviewer.run(reviewer.request(REVIEW_DIFF))
     assert isinstance(review, ReviewResult) and review.agent == "code_review"
     darwin = await make_agent("se_darwin", ExtractiveBackend().generate)
-    with pytest.raises(AgentError, match="tests="):
-        await darwin.run(FAST_FIB)
+    with pytest.raises(ValueError, match="agent 'se_darwin': task 'evolve': option 'tests'"):
+        darwin.request(FAST_FIB)
     planner = await make_agent("business_generation", ExtractiveBackend().generate)
-    plan = await planner.run("Plan a bike repair van business")
+    plan = await planner.run(PlanRequest(brief="Plan a bike repair van business"))
     assert isinstance(plan, PlanResult) and plan.note
     qa = await make_agent("qa", ExtractiveBackend().generate)
     with pytest.raises(ValueError, match="the source to test must not be empty"):
-        await qa.run("   ")
+        await qa.run(qa.request("   "))
     with pytest.raises(ValueError, match="the tests must be valid Python: line 1"):
         await darwin.evolve(FAST_FIB, "this is not python at all")
+
+
+@pytest.mark.slow
+async def test_run_refuses_another_tasks_request(make_agent: MakeAgent) -> None:
+    reviewer = await make_agent("code_review", ExtractiveBackend().generate)
+    with pytest.raises(AgentError, match="runs 'review' tasks, not 'plan'"):
+        await reviewer.run(PlanRequest(brief="a bakery"))
+
+
+def test_a_wrong_option_is_named_with_the_options_the_task_takes() -> None:
+    with pytest.raises(ValueError) as caught:
+        task_request("evolve", FAST_FIB, {"tests": FIB_TESTS, "filename": "x.py"})
+    assert str(caught.value) == (
+        "task 'evolve' takes no option 'filename' (it takes: tests, generations, population)"
+    )
+    with pytest.raises(ValueError, match="task 'plan' takes no option 'top_k' .it takes no opt"):
+        task_request("plan", "a bakery", {"top_k": 3})
+
+
+def test_a_missing_or_mistyped_option_is_named() -> None:
+    with pytest.raises(ValueError, match="^task 'evolve': option 'tests' is required$"):
+        task_request("evolve", FAST_FIB, {})
+    with pytest.raises(ValueError, match="option 'generations' is invalid: .*integer"):
+        task_request("evolve", FAST_FIB, {"tests": FIB_TESTS, "generations": "3"})
+    with pytest.raises(ValueError, match="option 'top_k' is invalid: .*greater than or equal"):
+        task_request("answer", "why?", {"top_k": 0})
+
+
+def test_requests_carry_each_tasks_typed_parameters() -> None:
+    evolve = task_request("evolve", FAST_FIB, {"tests": FIB_TESTS, "generations": 2})
+    assert evolve == EvolveRequest(source=FAST_FIB, tests=FIB_TESTS, generations=2)
+    review = task_request("review", "x = 1\n", {"filename": "a.py"})
+    assert review == ReviewRequest(diff_or_source="x = 1\n", filename="a.py")
+    assert task_request("tests", "x = 1\n", {}) == TestsRequest(source="x = 1\n")
+    answer = task_request("answer", "why?", {"top_k": 3})
+    assert answer == AnswerRequest(question="why?", top_k=3)
 
 
 @pytest.mark.slow
@@ -407,7 +448,7 @@ async def test_answer_agents_run_returns_the_answer_with_agent_and_note(
     agent = await make_agent("qa", ExtractiveBackend().generate)
     profile = agent.profile.model_copy(update={"task": "answer"})
     answering = Agent(profile, agent.rag, timeout_s=10.0)
-    result = await answering.run("How should pytest fixtures be named?")
+    result = await answering.run(answering.request("How should pytest fixtures be named?"))
     assert isinstance(result, AnswerResult)
     assert result.agent == "qa" and not result.generated and result.answer.extractive
     assert result.note is not None and "quoted" in result.note

@@ -138,3 +138,18 @@ def test_run_code_review_on_a_diff(home: Path, tmp_path: Path) -> None:
     rules = {(f["file"], f["line"], f["rule"]) for f in findings}
     assert ("app/db.py", 2, "mutable-default") in rules
     assert ("app/db.py", 3, "sql-injection") in rules
+
+
+def test_run_with_an_option_the_task_does_not_take_exits_2_with_a_message(
+    home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "fib.py"
+    source.write_text("def fib(n):\n    return n\n")
+    done = run(home, "run", "se_darwin", str(source), "--filename", "x.py")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "takes no option 'filename'" in done.stderr
+    assert "tests, generations, population" in done.stderr
+    missing = run(home, "run", "se_darwin", str(source))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "option 'tests' is required" in missing.stderr

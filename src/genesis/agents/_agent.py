@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from genesis._executor import run_cpu
 from genesis.agents._darwin import DarwinLoop, EvolutionResult, ScoredVariant
 from genesis.agents._review import (
+    FileChange,
     cite_guidelines,
     guideline_queries,
     merge_findings,
@@ -24,12 +27,19 @@ from genesis.agents._tasks import (
     NEEDS_MODEL_PLAN,
     NEEDS_MODEL_REVIEW,
     NEEDS_MODEL_TESTS,
+    AnswerRequest,
     AnswerResult,
     EvolutionReport,
+    EvolveRequest,
     Finding,
+    PlanRequest,
     PlanResult,
+    PlanSection,
+    ReviewRequest,
     ReviewResult,
+    TaskRequest,
     TaskResult,
+    TestsRequest,
     TestsResult,
     VariantSummary,
     check_python,
@@ -39,6 +49,7 @@ from genesis.agents._tasks import (
     plan_query,
     plan_skeleton,
     sandbox_counts,
+    task_request,
     tests_query,
 )
 from genesis.config import AgentProfile
@@ -62,9 +73,11 @@ class Agent:
     agent; what is the agent's own (system prompt, collection, top_k, budget, TTL, models)
     comes from the profile, so adding an agent is adding a profile. ``profile.task`` says
     which task :meth:`run` performs: ``answer``, ``plan``, ``tests``, ``review`` or
-    ``evolve``. Every task retrieves through the pipeline; when the pipeline's generator is
-    the offline extractive one, a task returns what it can do honestly without a model and
-    says so in ``note``.
+    ``evolve``, each a typed method with its own parameters; :meth:`run` takes the task's
+    typed request (:meth:`request` builds one from loose input). Every task retrieves through
+    the pipeline; when the pipeline's generator is the offline extractive one, a task returns
+    what it can do honestly without a model and says so in ``note``. Parsing and checking
+    (code, diffs, plans, model replies) runs in the CPU executor, never on the loop.
 
     ``generate`` is the generator the pipeline was built with (default: the pipeline's own);
     ``sandbox_limits`` bound every sandboxed test run; ``darwin_generations`` and
@@ -110,9 +123,11 @@ class Agent:
         *,
         top_k: int | None = None,
         collection: str | None = None,
-        **kwargs: Any,
+        generate: Generate | None = None,
+        include_prompt: bool = False,
     ) -> RAGAnswer:
-        """Answer from this agent's collection (or ``collection``) with its own settings."""
+        """Answer from this agent's collection (or ``collection``) with its own settings;
+        ``generate`` replaces the pipeline's generator for this call."""
         p = self.profile
         return await self._rag.answer(
             question,
@@ -123,33 +138,55 @@ class Agent:
             temperature=p.temperature,
             model=p.models.finetuned or p.models.baseline,
             timeout_s=self._timeout_s,
-            **kwargs,
+            generate=generate,
+            include_prompt=include_prompt,
         )
 
     # -- uniform entry point -----------------------------------------------------------------
 
-    async def run(self, task_input: str, **kwargs: Any) -> TaskResult:
-        """Perform this agent's task (``profile.task``) on ``task_input``.
+    def request(self, task_input: str, **options: object) -> TaskRequest:
+        """This agent's typed task request from a text and loose options (CLI flags, a form).
 
-        ``answer``: a question; ``plan``: a brief; ``tests``: source code (``module_name=``);
-        ``review``: a unified diff or a source file (``filename=``); ``evolve``: source code,
-        with ``tests=`` (required), ``generations=``, ``population=``.
+        ``answer``: a question (``top_k``, ``collection``); ``plan``: a brief; ``tests``:
+        source code (``module_name``); ``review``: a unified diff or a source file
+        (``filename``); ``evolve``: source code (``tests`` required, ``generations``,
+        ``population``). Raises ValueError naming an option the task does not take, a missing
+        one or one of the wrong type.
         """
-        task = self.profile.task
-        if task == "plan":
-            return await self.plan(task_input, **kwargs)
-        if task == "tests":
-            return await self.write_tests(task_input, **kwargs)
-        if task == "review":
-            return await self.review(task_input, **kwargs)
-        if task == "evolve":
-            tests = kwargs.pop("tests", None)
-            if not isinstance(tests, str):
-                raise AgentError(f"agent {self.name!r} evolves code against tests: pass tests=")
-            return await self.evolve(task_input, tests, **kwargs)
-        answer = await self.answer(task_input, **kwargs)
-        note = EXTRACTIVE_ANSWER if answer.extractive else None
-        return AnswerResult(self.name, answer, not answer.extractive, note)
+        try:
+            return task_request(self.profile.task, task_input, options)
+        except ValueError as exc:
+            raise ValueError(f"agent {self.name!r}: {exc}") from None
+
+    async def run(self, request: TaskRequest) -> TaskResult:
+        """Perform this agent's task (``profile.task``); ``request`` must be of that task.
+
+        Raises AgentError when it is another task's request.
+        """
+        if request.task != self.profile.task:
+            raise AgentError(
+                f"agent {self.name!r} runs {self.profile.task!r} tasks, not {request.task!r}"
+            )
+        match request:
+            case PlanRequest():
+                return await self.plan(request.brief)
+            case TestsRequest():
+                return await self.write_tests(request.source, module_name=request.module_name)
+            case ReviewRequest():
+                return await self.review(request.diff_or_source, filename=request.filename)
+            case EvolveRequest():
+                return await self.evolve(
+                    request.source,
+                    request.tests,
+                    generations=request.generations,
+                    population=request.population,
+                )
+            case AnswerRequest():
+                answer = await self.answer(
+                    request.question, top_k=request.top_k, collection=request.collection
+                )
+                note = EXTRACTIVE_ANSWER if answer.extractive else None
+                return AnswerResult(self.name, answer, not answer.extractive, note)
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -165,7 +202,7 @@ class Agent:
         offline = answer.extractive
         return PlanResult(
             agent=self.name,
-            sections=plan_skeleton(brief, contexts) if offline else parse_plan(answer.answer),
+            sections=await run_cpu(_plan_sections, brief, answer, contexts),
             sources=answer.sources,
             generated=not offline,
             model=answer.model,
@@ -179,7 +216,7 @@ class Agent:
 
         Raises ValueError when ``source`` is empty or not Python.
         """
-        check_python(source, "the source to test")
+        await run_cpu(check_python, source, "the source to test")
         if not module_name.isidentifier() or module_name.startswith("test"):
             raise ValueError(
                 f"module_name must be an identifier not starting with 'test', got {module_name!r}"
@@ -197,7 +234,7 @@ class Agent:
         if answer.extractive:
             result.note = NEEDS_MODEL_TESTS
             return result
-        result.code = extract_python(answer.answer)
+        result.code = await run_cpu(extract_python, answer.answer)
         if result.code is None:
             result.note = "the model's reply held no Python code; nothing was run"
             result.output = answer.answer
@@ -214,15 +251,12 @@ class Agent:
         rule. With a model, its findings are merged in (one per file, line and rule).
         Raises ValueError for empty input or a diff that adds no lines.
         """
-        changes = parse_review_input(diff_or_source, filename)
-        static = [f for change in changes for f in static_findings(change)]
+        changes, static, query = await run_cpu(_static_review, diff_or_source, filename)
         guidelines, guideline_sources = await self._guidelines(static)
-        answer, contexts = await self._ask(review_query(changes, diff_or_source, static))
+        answer, contexts = await self._ask(query)
         files = [c.path for c in changes]
-        model: list[Finding] = []
-        if not answer.extractive:
-            model = parse_model_findings(answer.answer, files)
-        findings = cite_guidelines(merge_findings(static, model), guidelines, contexts)
+        reply = None if answer.extractive else answer.answer
+        findings = await run_cpu(_review_findings, reply, files, static, guidelines, contexts)
         return ReviewResult(
             agent=self.name,
             findings=findings,
@@ -265,7 +299,7 @@ class Agent:
         """
         if not source.strip():
             raise ValueError("the source to evolve is empty")
-        check_python(tests, "the tests")
+        await run_cpu(check_python, tests, "the tests")
         population = self._population if population is None else population
         proposer = _Proposer(self, tests, population)
         loop = DarwinLoop(
@@ -323,6 +357,34 @@ class Agent:
         )
 
 
+def _plan_sections(brief: str, answer: RAGAnswer, contexts: Contexts) -> list[PlanSection]:
+    """The model's plan parsed, or offline the templates' skeleton (blocking: executor)."""
+    if answer.extractive:
+        return plan_skeleton(brief, contexts)
+    return parse_plan(answer.answer)
+
+
+def _static_review(text: str, filename: str | None) -> tuple[list[FileChange], list[Finding], str]:
+    """Parse the review input, run the deterministic checks and build the model's question
+    (AST and regex work on up to 200 KB: blocking, so one executor call)."""
+    changes = parse_review_input(text, filename)
+    static = [f for change in changes for f in static_findings(change)]
+    return changes, static, review_query(changes, text, static)
+
+
+def _review_findings(
+    reply: str | None,
+    files: Sequence[str],
+    static: list[Finding],
+    guidelines: dict[str, Contexts],
+    contexts: Contexts,
+) -> list[Finding]:
+    """The model's findings (none offline: ``reply`` None) merged with the static ones, each
+    citing its guideline (blocking: executor)."""
+    model = parse_model_findings(reply, files) if reply is not None else []
+    return cite_guidelines(merge_findings(static, model), guidelines, contexts)
+
+
 def _retrieval_only(request: GenerationRequest) -> Generation:
     prompt_tokens = len(request.prompt_ids) if request.prompt_ids is not None else 0
     return Generation("", "retrieval-only", Usage(prompt_tokens, 0), extractive=True)
@@ -360,7 +422,7 @@ class _Proposer:
             raise AgentError("generation needs a model: no LLM is configured")
         rest = await asyncio.gather(*(self._agent._ask(query) for _ in range(self._population - 1)))
         replies = [first.answer, *(answer.answer for answer, _ in rest)]
-        variants = [code for reply in replies if (code := extract_python(reply))]
+        variants = await run_cpu(_python_of, replies)
         logger.info(
             "darwin %s: generation %s, %s of %s replies held code",
             self._agent.name,
@@ -369,3 +431,8 @@ class _Proposer:
             len(replies),
         )
         return variants
+
+
+def _python_of(replies: Sequence[str]) -> list[str]:
+    """The Python code of every reply that holds some (parsing: blocking, executor)."""
+    return [code for reply in replies if (code := extract_python(reply))]

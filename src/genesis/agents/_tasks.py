@@ -13,10 +13,12 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from genesis.agents._darwin import EvolutionResult, ScoredVariant
 from genesis.agents._sandbox import SandboxResult
@@ -46,6 +48,113 @@ EXTRACTIVE_ANSWER = "No LLM is configured: the answer is quoted from the retriev
 
 _OUTPUT_TAIL_CHARS = 2000
 _MIN_SKELETON_SENTENCES = 2
+
+
+# -- requests --------------------------------------------------------------------------------
+
+TaskName = Literal["answer", "plan", "tests", "review", "evolve"]
+
+
+class _Request(BaseModel):
+    """One task's typed input. ``INPUT`` names the field that holds the main text (a
+    question, a brief, source code or a diff); the other fields are the task's options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    INPUT: ClassVar[str]
+
+    @classmethod
+    def options(cls) -> list[str]:
+        return [name for name in cls.model_fields if name not in ("task", cls.INPUT)]
+
+
+class AnswerRequest(_Request):
+    """Answer a question from the agent's collection (or ``collection``)."""
+
+    INPUT: ClassVar[str] = "question"
+    task: Literal["answer"] = "answer"
+    question: str
+    top_k: int | None = Field(None, ge=1, le=100)
+    collection: str | None = None
+
+
+class PlanRequest(_Request):
+    """Write a structured plan for a business brief."""
+
+    INPUT: ClassVar[str] = "brief"
+    task: Literal["plan"] = "plan"
+    brief: str
+
+
+class TestsRequest(_Request):
+    """Write pytest tests for ``source``, imported as ``module_name``."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+    INPUT: ClassVar[str] = "source"
+    task: Literal["tests"] = "tests"
+    source: str
+    module_name: str = "candidate"
+
+
+class ReviewRequest(_Request):
+    """Review a unified diff, or a whole source file named ``filename``."""
+
+    INPUT: ClassVar[str] = "diff_or_source"
+    task: Literal["review"] = "review"
+    diff_or_source: str
+    filename: str | None = None
+
+
+class EvolveRequest(_Request):
+    """Evolve ``source`` against ``tests`` with SE-Darwin."""
+
+    INPUT: ClassVar[str] = "source"
+    task: Literal["evolve"] = "evolve"
+    source: str
+    tests: str
+    generations: int | None = Field(None, ge=1, le=20)
+    population: int | None = Field(None, ge=1, le=20)
+
+
+TaskRequest = Annotated[
+    AnswerRequest | PlanRequest | TestsRequest | ReviewRequest | EvolveRequest,
+    Field(discriminator="task"),
+]
+_REQUEST_ADAPTER: TypeAdapter[TaskRequest] = TypeAdapter(TaskRequest)
+REQUEST_TYPES: dict[TaskName, type[_Request]] = {
+    "answer": AnswerRequest,
+    "plan": PlanRequest,
+    "tests": TestsRequest,
+    "review": ReviewRequest,
+    "evolve": EvolveRequest,
+}
+
+
+def task_request(task: TaskName, task_input: str, options: Mapping[str, object]) -> TaskRequest:
+    """The typed request of ``task`` from a text and loose options (a CLI's or a form's).
+
+    Raises ValueError naming an option the task does not take, a missing one, or one of the
+    wrong type, with the options the task does take.
+    """
+    kind = REQUEST_TYPES[task]
+    allowed = kind.options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        takes = f"it takes: {', '.join(allowed)}" if allowed else "it takes no options"
+        raise ValueError(f"task {task!r} takes no option {', '.join(map(repr, unknown))} ({takes})")
+    try:
+        return _REQUEST_ADAPTER.validate_python({"task": task, kind.INPUT: task_input, **options})
+    except ValidationError as exc:
+        raise ValueError(f"task {task!r}: {_validation_message(exc)}") from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        # loc is (task tag, field): the tag says which request model was chosen.
+        name = ".".join(str(part) for part in error["loc"][1:]) or "input"
+        verb = "is required" if error["type"] == "missing" else f"is invalid: {error['msg']}"
+        parts.append(f"option {name!r} {verb}")
+    return "; ".join(parts)
 
 
 # -- results ---------------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from genesis.knowledge._base import IngestReport, KnowledgeBase, SearchMode, embedding_text
+from genesis.knowledge._base import (
+    IngestReport,
+    KnowledgeBase,
+    SearchMode,
+    SyncSearchStore,
+    embedding_text,
+)
 from genesis.knowledge._bm25 import BM25Index, bm25_terms, rrf_fuse
 from genesis.knowledge._chunking import (
     SUPPORTED_EXTENSIONS,
@@ -36,6 +42,7 @@ __all__ = [
     "QdrantVectorStore",
     "ScoredChunk",
     "SearchMode",
+    "SyncSearchStore",
     "VectorHit",
     "VectorStore",
     "bm25_terms",

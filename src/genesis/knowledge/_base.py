@@ -2,6 +2,11 @@
 
 A SQLite catalog under ``root`` records every ingested file (sha256, mtime, size) and its
 chunks; vectors live in the injected `VectorStore`, BM25 indexes under ``root/bm25``.
+
+Every blocking step (SQLite, file reads, chunking, embedding, BM25, NumPy search) runs in the
+CPU executor (`genesis._executor.run_cpu`), never on the event loop. A search over a store that
+can search synchronously (`SyncSearchStore`, the embedded one) is ONE executor call: dense
+search, BM25, fusion and the catalog read together, since each hop costs a thread hand-off.
 """
 
 from __future__ import annotations
@@ -11,26 +16,34 @@ import hashlib
 import json
 import logging
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from genesis._executor import run_cpu
 from genesis.errors import IngestError, RetrievalError
 from genesis.knowledge._bm25 import BM25Index, rrf_fuse
 from genesis.knowledge._chunking import CountTokens, chunk_text, iter_source_files
-from genesis.knowledge._embedder import Embedder, MiniLMEmbedder
-from genesis.knowledge._store import VectorStore, check_collection_name, unknown_collection
+from genesis.knowledge._embedder import Embedder, MiniLMEmbedder, Vector
+from genesis.knowledge._store import (
+    VectorHit,
+    VectorStore,
+    check_collection_name,
+    unknown_collection,
+)
 from genesis.knowledge._types import Chunk, ScoredChunk
 
 logger = logging.getLogger(__name__)
 
 SearchMode = Literal["hybrid", "dense", "bm25"]
 Progress = Callable[[int, int, str], None]
+EmbedQueryAsync = Callable[[str], Awaitable[Vector]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -84,6 +97,23 @@ class _Counts:
     chunks_removed: int = 0
 
 
+@runtime_checkable
+class SyncSearchStore(Protocol):
+    """A `VectorStore` that can also search synchronously (in memory, on the caller's thread).
+
+    ``search_sync`` has ``search``'s contract; the knowledge base calls it inside the one
+    executor call of a search, with BM25 and the catalog read, instead of a second hop.
+    """
+
+    def search_sync(
+        self,
+        collection: str,
+        vector: npt.NDArray[np.float32],
+        top_k: int,
+        where: Mapping[str, str] | None = None,
+    ) -> list[VectorHit]: ...
+
+
 def embedding_text(chunk: Chunk) -> str:
     """What is embedded and BM25-indexed for ``chunk``: its breadcrumb, then its text."""
     return f"{chunk.heading}\n\n{chunk.text}" if chunk.heading else chunk.text
@@ -93,7 +123,10 @@ class KnowledgeBase:
     """Collections of chunked files, searched densely, lexically (BM25) or both (RRF).
 
     ``count_tokens`` counts chunk sizes with a real tokenizer (normally the embedder's).
-    Not safe for concurrent ``ingest``/``drop`` from several processes on one ``root``.
+    ``embed_query_async`` embeds a query without blocking the loop (for example a batcher
+    that embeds concurrent queries together); by default the embedder's ``embed_query`` runs
+    in the CPU executor. Not safe for concurrent ``ingest``/``drop`` from several processes on
+    one ``root``.
     """
 
     def __init__(
@@ -104,22 +137,29 @@ class KnowledgeBase:
         *,
         chunk_tokens: int = 256,
         count_tokens: CountTokens,
+        embed_query_async: EmbedQueryAsync | None = None,
     ) -> None:
         self._root = Path(root)
         self._embedder = embedder
         self._store = store
         self._chunk_tokens = chunk_tokens
         self._count_tokens = count_tokens
+        self._embed_query_async = embed_query_async
         try:
             self._root.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self._root / "catalog.sqlite")
+            # Used from the executor's threads: one connection, one lock around every use.
+            self._db = sqlite3.connect(self._root / "catalog.sqlite", check_same_thread=False)
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise RetrievalError(
                 f"cannot open knowledge catalog under {self._root}: {exc}"
             ) from exc
+        self._db_lock = threading.RLock()
         self._bm25: dict[str, BM25Index] = {}
         self._write_lock = asyncio.Lock()
+        # Collections seen in the catalog: a search checks its collection here and reads
+        # SQLite only on a miss (another process may have ingested it since).
+        self._known: set[str] = set()
 
     @classmethod
     def embedded(
@@ -155,7 +195,7 @@ class KnowledgeBase:
         """
         check_collection_name(collection)
         started = time.perf_counter()
-        files = list(iter_source_files(Path(folder)))
+        files = await run_cpu(lambda: list(iter_source_files(Path(folder))))
         async with self._write_lock:
             counts = await self._ingest_files(Path(folder), collection, files, progress)
         return IngestReport(
@@ -191,7 +231,7 @@ class KnowledgeBase:
             # collection too: the lexical index must follow whatever was committed.
             changed = counts.added or counts.changed or counts.removed
             if changed or not self._bm25_path(collection).is_file():
-                self._rebuild_bm25(collection)
+                await run_cpu(self._rebuild_bm25, collection)
         logger.info("ingested %s into %s: %s", folder, collection, counts)
         return counts
 
@@ -201,41 +241,52 @@ class KnowledgeBase:
         settings = json.dumps(
             {"embedder": self._embedder.fingerprint, "chunk_tokens": self._chunk_tokens}
         )
-        row = self._db.execute(
-            "SELECT settings FROM collections WHERE name = ?", (collection,)
-        ).fetchone()
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO collections (name, settings) VALUES (?, ?)",
-                (collection, settings),
-            )
+        previous, chunk_count = await run_cpu(self._record_settings, collection, settings)
         stored = await self._store.count(collection)
-        if row is None or row[0] != settings or stored != self._chunk_count(collection):
-            if row is not None:
+        if previous is None or previous != settings or stored != chunk_count:
+            if previous is not None:
                 logger.warning(
                     "re-ingesting all of %s: embedder, chunk size or store changed", collection
                 )
             await self._clear(collection)
             return {}
-        rows = self._db.execute(
-            "SELECT path, sha256, mtime, size FROM files WHERE collection = ?", (collection,)
-        )
+        return await run_cpu(self._file_states, collection)
+
+    def _record_settings(self, collection: str, settings: str) -> tuple[str | None, int]:
+        """Store ``settings`` for ``collection``; return the previous ones and its chunk count."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT settings FROM collections WHERE name = ?", (collection,)
+            ).fetchone()
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO collections (name, settings) VALUES (?, ?)",
+                    (collection, settings),
+                )
+            self._known.add(collection)
+            return (None if row is None else str(row[0])), self._chunk_count(collection)
+
+    def _file_states(self, collection: str) -> dict[str, _FileState]:
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT path, sha256, mtime, size FROM files WHERE collection = ?", (collection,)
+            ).fetchall()
         return {r[0]: _FileState(r[1], r[2], r[3]) for r in rows}
 
     async def _ingest_file(
         self, collection: str, rel: str, path: Path, prev: _FileState | None, counts: _Counts
     ) -> None:
-        state, data = await asyncio.to_thread(_read_if_changed, path, prev)
+        state, data = await run_cpu(_read_if_changed, path, prev)
         if data is None:
             counts.unchanged += 1
             return
         if prev is not None and prev.sha256 == state.sha256:
-            self._save_file(collection, rel, state, None)
+            await run_cpu(self._save_file, collection, rel, state, None)
             counts.unchanged += 1
             return
-        chunks = self._chunk(collection, rel, path, data)
+        chunks = await run_cpu(self._chunk, collection, rel, path, data)
         counts.chunks_removed += await self._replace_chunks(collection, rel, chunks)
-        self._save_file(collection, rel, state, chunks)
+        await run_cpu(self._save_file, collection, rel, state, chunks)
         counts.chunks_added += len(chunks)
         if prev is None:
             counts.added += 1
@@ -257,28 +308,30 @@ class KnowledgeBase:
 
     async def _replace_chunks(self, collection: str, rel: str, chunks: Sequence[Chunk]) -> int:
         """Write ``chunks`` of ``rel`` to the store; delete its old chunks that are gone."""
-        old = [
-            r[0]
-            for r in self._db.execute(
-                "SELECT id FROM chunks WHERE collection = ? AND source = ?", (collection, rel)
-            )
-        ]
+        old = await run_cpu(self._chunk_ids_of, collection, rel)
         new_ids = {c.id for c in chunks}
         stale = [i for i in old if i not in new_ids]
         if stale:
             await self._store.delete(collection, stale)
         if chunks:
             texts = [embedding_text(c) for c in chunks]
-            vectors = await asyncio.to_thread(self._embedder.embed_documents, texts)
+            vectors = await run_cpu(self._embedder.embed_documents, texts)
             payloads = [{"source": c.source} for c in chunks]
             await self._store.upsert(collection, [c.id for c in chunks], vectors, payloads)
         return len(old)
+
+    def _chunk_ids_of(self, collection: str, rel: str) -> list[str]:
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT id FROM chunks WHERE collection = ? AND source = ?", (collection, rel)
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def _save_file(
         self, collection: str, rel: str, state: _FileState, chunks: Sequence[Chunk] | None
     ) -> None:
         """Commit the file row and, unless ``chunks`` is None, its chunk rows (one transaction)."""
-        with self._db:
+        with self._db_lock, self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO files (collection, path, sha256, mtime, size) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -296,24 +349,23 @@ class KnowledgeBase:
 
     async def _remove_file(self, collection: str, rel: str) -> int:
         removed = await self._replace_chunks(collection, rel, [])
-        with self._db:
+        await run_cpu(self._forget_file, collection, rel)
+        return removed
+
+    def _forget_file(self, collection: str, rel: str) -> None:
+        with self._db_lock, self._db:
             self._db.execute(
                 "DELETE FROM chunks WHERE collection = ? AND source = ?", (collection, rel)
             )
             self._db.execute(
                 "DELETE FROM files WHERE collection = ? AND path = ?", (collection, rel)
             )
-        return removed
 
     def _bm25_path(self, collection: str) -> Path:
         return self._root / "bm25" / f"{collection}.npz"
 
     def _rebuild_bm25(self, collection: str) -> BM25Index:
-        rows = self._db.execute(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE collection = ? ORDER BY source, ordinal",
-            (collection,),
-        ).fetchall()
-        chunks = [_chunk_from_row(r) for r in rows]
+        chunks = self._chunks_of(collection)
         index = BM25Index.build([c.id for c in chunks], [embedding_text(c) for c in chunks])
         index.save(self._bm25_path(collection))
         self._bm25[collection] = index
@@ -332,14 +384,23 @@ class KnowledgeBase:
     # -- search ---------------------------------------------------------------------------------
 
     def embed_query(self, text: str) -> npt.NDArray[np.float32]:
-        """The query's embedding (cached by the embedder); for timing this stage apart."""
+        """The query's embedding (cached by the embedder), computed on the calling thread."""
         return self._embedder.embed_query(text)
+
+    async def embed_query_async(self, text: str) -> npt.NDArray[np.float32]:
+        """The query's embedding without blocking the loop: the injected ``embed_query_async``
+        or, by default, the embedder's ``embed_query`` in the CPU executor."""
+        if self._embed_query_async is not None:
+            return await self._embed_query_async(text)
+        return await run_cpu(self._embedder.embed_query, text)
 
     async def search(
         self, query: str, collection: str, top_k: int = 5, *, mode: SearchMode = "hybrid"
     ) -> list[ScoredChunk]:
         """The ``top_k`` best chunks for ``query``; ``hybrid`` fuses dense and BM25 with RRF."""
-        vector = self.embed_query(query) if mode != "bm25" else None
+        _check_search(top_k, mode)
+        await self._require_collection(collection)  # before the embedding, which costs more
+        vector = await self.embed_query_async(query) if mode != "bm25" else None
         return await self.search_vector(vector, query, collection, top_k, mode)
 
     async def search_vector(
@@ -351,40 +412,68 @@ class KnowledgeBase:
         mode: SearchMode = "hybrid",
     ) -> list[ScoredChunk]:
         """`search` with the query embedding already computed (``None`` only for ``bm25``)."""
-        self._check_search(collection, top_k, mode)
+        _check_search(top_k, mode)
+        await self._require_collection(collection)
         if vector is None and mode != "bm25":
-            vector = self.embed_query(query)
+            vector = await self.embed_query_async(query)
         depth = max(top_k, _FUSION_DEPTH) if mode == "hybrid" else top_k
-        dense: dict[str, float] = {}
-        lexical: dict[str, float] = {}
+        if vector is not None and mode != "bm25" and isinstance(self._store, SyncSearchStore):
+            return await run_cpu(self._search_sync, vector, query, collection, top_k, mode)
+        dense: list[VectorHit] = []
         if mode != "bm25":
             assert vector is not None
-            hits = await self._store.search(collection, vector, depth)
-            dense = {h.id: h.score for h in hits}
+            dense = await self._store.search(collection, vector, depth)
+        return await run_cpu(self._rank, dense, query, collection, top_k, mode)
+
+    def _search_sync(
+        self,
+        vector: npt.NDArray[np.float32],
+        query: str,
+        collection: str,
+        top_k: int,
+        mode: SearchMode,
+    ) -> list[ScoredChunk]:
+        """Dense search on a `SyncSearchStore`, then `_rank`: the whole search in one hop."""
+        assert isinstance(self._store, SyncSearchStore)
+        depth = max(top_k, _FUSION_DEPTH) if mode == "hybrid" else top_k
+        dense = self._store.search_sync(collection, vector, depth)
+        return self._rank(dense, query, collection, top_k, mode)
+
+    def _rank(
+        self,
+        dense_hits: Sequence[VectorHit],
+        query: str,
+        collection: str,
+        top_k: int,
+        mode: SearchMode,
+    ) -> list[ScoredChunk]:
+        """BM25 (unless ``dense``), RRF fusion (``hybrid``) and the chunks from the catalog."""
+        depth = max(top_k, _FUSION_DEPTH) if mode == "hybrid" else top_k
+        dense = {h.id: h.score for h in dense_hits}
+        lexical: dict[str, float] = {}
         if mode != "dense":
             lexical = dict(self._bm25_index(collection).search(query, depth))
         if mode == "hybrid":
             ranked = rrf_fuse([list(dense), list(lexical)])[:top_k]
         else:
             ranked = list((dense or lexical).items())[:top_k]
-        return await self._scored(ranked, dense, lexical)
+        return self._scored(ranked, dense, lexical)
 
-    def _check_search(self, collection: str, top_k: int, mode: str) -> None:
-        if mode not in ("hybrid", "dense", "bm25"):
-            raise RetrievalError(f"unknown search mode {mode!r}: use hybrid, dense or bm25")
-        if top_k < 1:
-            raise RetrievalError(f"top_k must be >= 1, got {top_k}")
-        known = self._collection_names()
+    async def _require_collection(self, collection: str) -> None:
+        """Raise `UnknownCollectionError` unless the catalog knows ``collection``."""
+        if collection in self._known:
+            return
+        known = await run_cpu(self._collection_names)
         if collection not in known:
             raise unknown_collection(collection, known)
 
-    async def _scored(
+    def _scored(
         self,
         ranked: Sequence[tuple[str, float]],
         dense: Mapping[str, float],
         lexical: Mapping[str, float],
     ) -> list[ScoredChunk]:
-        chunks = {c.id: c for c in await self.get_chunks([i for i, _ in ranked])}
+        chunks = {c.id: c for c in self._get_chunks([i for i, _ in ranked])}
         out: list[ScoredChunk] = []
         for id_, score in ranked:
             if id_ not in chunks:  # the store holds a point the catalog lost: skip it
@@ -397,44 +486,62 @@ class KnowledgeBase:
 
     async def collections(self) -> dict[str, int]:
         """Every collection with its number of chunks."""
-        return {name: self._chunk_count(name) for name in sorted(self._collection_names())}
+        return await run_cpu(self._collection_counts)
+
+    def _collection_counts(self) -> dict[str, int]:
+        with self._db_lock:
+            return {name: self._chunk_count(name) for name in sorted(self._collection_names())}
 
     async def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
         """The chunks with these ids, in the order asked; unknown ids are left out."""
+        return await run_cpu(self._get_chunks, list(ids)) if ids else []
+
+    def _get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        rows = self._db.execute(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", list(ids)
-        ).fetchall()
+        with self._db_lock:
+            rows = self._db.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", list(ids)
+            ).fetchall()
         by_id = {r[0]: _chunk_from_row(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     async def all_chunks(self, collection: str) -> list[Chunk]:
         """Every chunk of ``collection`` in (source, ordinal) order; unknown -> error."""
-        known = self._collection_names()
-        if collection not in known:
-            raise unknown_collection(collection, known)
-        rows = self._db.execute(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE collection = ? ORDER BY source, ordinal",
-            (collection,),
-        ).fetchall()
+        await self._require_collection(collection)
+        return await run_cpu(self._chunks_of, collection)
+
+    def _chunks_of(self, collection: str) -> list[Chunk]:
+        with self._db_lock:
+            rows = self._db.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE collection = ? "
+                "ORDER BY source, ordinal",
+                (collection,),
+            ).fetchall()
         return [_chunk_from_row(r) for r in rows]
 
     async def drop(self, collection: str) -> None:
         """Remove a collection: its vectors, BM25 index and catalog rows."""
-        known = self._collection_names()
+        known = await run_cpu(self._collection_names)
         if collection not in known:
             raise unknown_collection(collection, known)
         async with self._write_lock:
             await self._clear(collection)
-            with self._db:
-                self._db.execute("DELETE FROM collections WHERE name = ?", (collection,))
+            await run_cpu(self._forget_collection, collection)
+
+    def _forget_collection(self, collection: str) -> None:
+        with self._db_lock, self._db:
+            self._db.execute("DELETE FROM collections WHERE name = ?", (collection,))
+        self._known.discard(collection)
 
     async def _clear(self, collection: str) -> None:
         """Remove every vector, chunk, file row and the BM25 index of ``collection``."""
         await self._store.drop(collection)
-        with self._db:
+        await run_cpu(self._clear_catalog, collection)
+
+    def _clear_catalog(self, collection: str) -> None:
+        with self._db_lock, self._db:
             self._db.execute("DELETE FROM chunks WHERE collection = ?", (collection,))
             self._db.execute("DELETE FROM files WHERE collection = ?", (collection,))
         self._bm25.pop(collection, None)
@@ -442,7 +549,8 @@ class KnowledgeBase:
 
     async def aclose(self) -> None:
         """Close the catalog and the vector store."""
-        self._db.close()
+        with self._db_lock:
+            self._db.close()
         await self._store.aclose()
 
     async def __aenter__(self) -> KnowledgeBase:
@@ -452,13 +560,24 @@ class KnowledgeBase:
         await self.aclose()
 
     def _collection_names(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT name FROM collections")]
+        with self._db_lock:
+            names = [r[0] for r in self._db.execute("SELECT name FROM collections")]
+        self._known = set(names)
+        return names
 
     def _chunk_count(self, collection: str) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM chunks WHERE collection = ?", (collection,)
-        ).fetchone()
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM chunks WHERE collection = ?", (collection,)
+            ).fetchone()
         return int(row[0])
+
+
+def _check_search(top_k: int, mode: str) -> None:
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise RetrievalError(f"unknown search mode {mode!r}: use hybrid, dense or bm25")
+    if top_k < 1:
+        raise RetrievalError(f"top_k must be >= 1, got {top_k}")
 
 
 def _read_if_changed(path: Path, prev: _FileState | None) -> tuple[_FileState, bytes | None]:

@@ -19,6 +19,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
+from genesis._executor import run_cpu
 from genesis.errors import VectorStoreError
 from genesis.knowledge._store import (
     VectorHit,
@@ -81,12 +82,8 @@ class QdrantVectorStore:
         if not ids:
             return
         await self._ensure(collection, matrix.shape[1])
-        points = [
-            models.PointStruct(
-                id=point_id(id_), vector=matrix[n].tolist(), payload={**payloads[n], _ID_KEY: id_}
-            )
-            for n, id_ in enumerate(ids)
-        ]
+        # Building and validating thousands of pydantic points is CPU work: off the loop.
+        points = await run_cpu(_points, ids, matrix, payloads)
         async with _translated(f"upsert into {collection!r}"):
             await self._client.upsert(collection, points=points, wait=True)
 
@@ -175,6 +172,17 @@ class QdrantVectorStore:
         params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
         async with _translated(f"create {collection!r}"):
             await self._client.create_collection(collection, vectors_config=params)
+
+
+def _points(
+    ids: Sequence[str], matrix: npt.NDArray[np.float32], payloads: Sequence[Mapping[str, Any]]
+) -> list[models.PointStruct]:
+    return [
+        models.PointStruct(
+            id=point_id(id_), vector=matrix[n].tolist(), payload={**payloads[n], _ID_KEY: id_}
+        )
+        for n, id_ in enumerate(ids)
+    ]
 
 
 def _hit(point: models.ScoredPoint) -> VectorHit:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from genesis._executor import run_cpu
 from genesis.errors import LLMBadRequestError
 from genesis.llm._types import Citation, Generation, GenerationRequest, Usage
 
@@ -60,7 +61,8 @@ class ExtractiveBackend:
         return "extractive"
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        return extractive_answer(request)
+        """`extractive_answer` in the CPU executor (sentence scoring is pure Python)."""
+        return await run_cpu(extractive_answer, request)
 
     async def aclose(self) -> None:
         return None

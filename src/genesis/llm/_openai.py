@@ -17,15 +17,15 @@ from typing import Any, Self
 import httpx
 from pydantic import SecretStr
 
-from genesis.config import redact_url
-from genesis.errors import LLMBadRequestError, LLMServerError
-from genesis.llm._http import (
+from genesis._http import (
     auth_headers,
     first_choice,
     normalize_base_url,
     post_json,
     usage_counts,
 )
+from genesis.config import redact_url
+from genesis.errors import LLMBadRequestError, LLMServerError
 from genesis.llm._types import Generation, GenerationRequest, Usage
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,10 @@ RetrievalMode = Literal["hybrid", "dense", "bm25"]
 
 
 class _Retriever(Protocol):
-    def embed_query(self, text: str) -> Any: ...
+    """What the pipeline retrieves through (a `KnowledgeBase`). Neither call may block the
+    loop: the embedding and the search run in the CPU executor or are I/O."""
+
+    async def embed_query_async(self, text: str) -> Any: ...
 
     async def search_vector(
         self, vector: Any, query: str, collection: str, top_k: int, mode: RetrievalMode
@@ -93,7 +96,8 @@ class TokenCachedRAG:
     """The token-cached RAG core: one ``answer()`` call per question.
 
     Stage timings (ms) are reported under ``embed``, ``search``, ``tokens``, ``assemble``,
-    ``generate`` and ``total``.
+    ``generate`` and ``total``. Each stage's CPU work runs in the CPU executor
+    (`genesis._executor`), so a stage's time includes its wait for a free worker.
     """
 
     def __init__(
@@ -177,7 +181,7 @@ class TokenCachedRAG:
         self, query: str, collection: str, top_k: int, mode: RetrievalMode, timer: StageTimer
     ) -> list[ScoredChunk]:
         with timer.stage("embed"):
-            vector = self._retriever.embed_query(query) if mode != "bm25" else None
+            vector = await self._retriever.embed_query_async(query) if mode != "bm25" else None
         with timer.stage("search"):
             return await self._retriever.search_vector(vector, query, collection, top_k, mode)
 

@@ -55,8 +55,6 @@ if TYPE_CHECKING:
 
 # Agent tasks that execute code a client sent (its source, its tests): off unless enabled.
 _CODE_TASKS = frozenset({"tests", "evolve"})
-# The options of RunBody each task takes.
-_TASK_OPTIONS = {"review": frozenset({"filename"}), "evolve": frozenset({"tests"})}
 
 
 def create_app(genesis: Genesis) -> FastAPI:
@@ -196,14 +194,9 @@ def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
                 f"agent {agent!r} runs client-supplied code, which is disabled in this "
                 "deployment (server.allow_code_execution)"
             )
-        given = {k: v for k, v in (("tests", body.tests), ("filename", body.filename)) if v}
-        takes = _TASK_OPTIONS.get(target.profile.task, frozenset())
-        if extra := sorted(set(given) - takes):
-            raise ValueError(
-                f"agent {agent!r} (task {target.profile.task!r}) does not take "
-                f"{', '.join(extra)}; it takes {', '.join(sorted(takes)) or 'only input'}"
-            )
-        result = await target.run(body.input, **given)
+        options = {k: v for k, v in (("tests", body.tests), ("filename", body.filename)) if v}
+        # A typed request per task: an option the task does not take is a 422 naming it.
+        result = await target.run(target.request(body.input, **options))
         return result.as_dict()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
 
+from genesis._executor import run_cpu
 from genesis.errors import TokenizerError
 from genesis.tokens._protocol import TokenIds, as_token_ids
 
@@ -65,10 +66,11 @@ class HFTokenizer:
         return str(self._tok.decode(as_token_ids(ids).tolist(), skip_special_tokens=False))
 
     async def encode_batch(self, texts: Sequence[str]) -> list[TokenIds]:
-        return self.encode_batch_sync(texts)
+        """`encode_batch_sync` in the CPU executor (the Rust encoder releases the GIL)."""
+        return await run_cpu(self.encode_batch_sync, texts)
 
     async def decode(self, ids: Sequence[int] | TokenIds) -> str:
-        return self.decode_sync(ids)
+        return await run_cpu(self.decode_sync, ids)
 
     @property
     def backend(self) -> _HFTokenizer:

@@ -46,3 +46,17 @@ class Tokenizer(Protocol):
     async def encode_batch(self, texts: Sequence[str]) -> list[TokenIds]: ...
 
     async def decode(self, ids: Sequence[int] | TokenIds) -> str: ...
+
+
+@runtime_checkable
+class SyncTokenizer(Tokenizer, Protocol):
+    """A `Tokenizer` that runs in process and can also encode and decode on the calling thread.
+
+    ``encode_batch_sync``/``decode_sync`` have the contract of ``encode_batch``/``decode``;
+    they block (CPU), so async code calls them in the CPU executor, batched with the work
+    around them (one hop instead of two).
+    """
+
+    def encode_batch_sync(self, texts: Sequence[str]) -> list[TokenIds]: ...
+
+    def decode_sync(self, ids: Sequence[int] | TokenIds) -> str: ...

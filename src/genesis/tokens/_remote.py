@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
+from genesis._http import auth_headers, normalize_base_url, post_json
 from genesis.errors import LLMError, TokenizerError
-from genesis.llm._http import auth_headers, normalize_base_url, post_json
 from genesis.tokens._protocol import TokenIds, as_token_ids
 
 logger = logging.getLogger(__name__)

@@ -48,12 +48,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 
+from genesis._executor import run_cpu
 from genesis.errors import SegmentBoundaryError, TokenizerError
-from genesis.tokens._protocol import TokenIds, Tokenizer, as_token_ids
+from genesis.tokens._protocol import SyncTokenizer, TokenIds, Tokenizer, as_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,10 @@ class SegmentEncoder:
 
     Texts not in normal form are refused with ``TokenizerError`` (normalise them with
     :meth:`normalize` first), so a cached entry always decodes to its key's text.
+
+    Over an in-process tokenizer (a `SyncTokenizer`) a call is ONE CPU-executor hop: encode
+    and the boundary checks together; over a remote one the encoding is I/O and the checks
+    (array compares) run on the loop.
     """
 
     def __init__(self, inner: Tokenizer, *, anchor: str = DEFAULT_ANCHOR) -> None:
@@ -108,6 +114,7 @@ class SegmentEncoder:
         self._anchor = _check_anchor(anchor)
         self._context: tuple[TokenIds, TokenIds] | None = None
         self.anchor_failures = 0
+        self._failures_lock = threading.Lock()  # encodes run on several executor threads
         material = f"{inner.fingerprint}|{SCHEME}|{anchor!r}|{PROBE!r}".encode()
         # The scheme and the anchor are part of the fingerprint, so IDs cached under another
         # scheme (or by the bare tokenizer) can never be served for a segment.
@@ -153,27 +160,51 @@ class SegmentEncoder:
         _require_normalized(texts)
         if not texts:
             return []
-        anchor, probe = await self._context_tokens()
+        if isinstance(self._inner, SyncTokenizer):
+            return await run_cpu(self._encode_sync, self._inner, texts, first)
+        if self._context is None:
+            self._set_context(await self._inner.encode_batch(self._context_texts()))
+        encoded = await self._inner.encode_batch(self._wrapped(texts, first))
+        return self._strip_all(encoded, texts, first)
+
+    def _encode_sync(
+        self, inner: SyncTokenizer, texts: Sequence[str], first: bool
+    ) -> list[TokenIds]:
+        """`_encode` on the calling thread (a worker of the CPU executor)."""
+        if self._context is None:
+            self._set_context(inner.encode_batch_sync(self._context_texts()))
+        encoded = inner.encode_batch_sync(self._wrapped(texts, first))
+        return self._strip_all(encoded, texts, first)
+
+    def _wrapped(self, texts: Sequence[str], first: bool) -> list[str]:
         prefix = "" if first else self._anchor
-        encoded = await self._inner.encode_batch([prefix + t + PROBE for t in texts])
+        return [prefix + t + PROBE for t in texts]
+
+    def _strip_all(
+        self, encoded: Sequence[TokenIds], texts: Sequence[str], first: bool
+    ) -> list[TokenIds]:
+        assert self._context is not None
+        anchor, probe = self._context
         head = anchor[:0] if first else anchor
         return [
             self._strip(as_token_ids(ids), head, probe, text)
             for ids, text in zip(encoded, texts, strict=True)
         ]
 
-    async def _context_tokens(self) -> tuple[TokenIds, TokenIds]:
-        """(tokens of the anchor, tokens of the probe after the anchor), computed once."""
-        if self._context is None:
-            anchor, both = await self._inner.encode_batch([self._anchor, self._anchor + PROBE])
-            anchor, both = as_token_ids(anchor), as_token_ids(both)
-            if not np.array_equal(both[: len(anchor)], anchor) or len(both) == len(anchor):
-                raise TokenizerError(
-                    f"{self._inner.name} does not split {self._anchor + PROBE!r} after the "
-                    "anchor: segment encoding is not possible with this anchor"
-                )
-            self._context = (anchor, both[len(anchor) :].copy())
-        return self._context
+    def _context_texts(self) -> list[str]:
+        return [self._anchor, self._anchor + PROBE]
+
+    def _set_context(self, encoded: Sequence[TokenIds]) -> None:
+        """Keep (tokens of the anchor, tokens of the probe after the anchor), checked.
+
+        Two threads may both compute it the first time: the results are equal."""
+        anchor, both = as_token_ids(encoded[0]), as_token_ids(encoded[1])
+        if not np.array_equal(both[: len(anchor)], anchor) or len(both) == len(anchor):
+            raise TokenizerError(
+                f"{self._inner.name} does not split {self._anchor + PROBE!r} after the "
+                "anchor: segment encoding is not possible with this anchor"
+            )
+        self._context = (anchor, both[len(anchor) :].copy())
 
     def _strip(self, ids: TokenIds, head: TokenIds, tail: TokenIds, text: str) -> TokenIds:
         h, t = len(head), len(tail)
@@ -182,7 +213,8 @@ class SegmentEncoder:
             or not np.array_equal(ids[:h], head)
             or not np.array_equal(ids[len(ids) - t :], tail)
         ):
-            self.anchor_failures += 1
+            with self._failures_lock:
+                self.anchor_failures += 1
             logger.warning("segment not separable in %s: %r", self._inner.name, text[:40])
             raise SegmentBoundaryError(
                 f"segment {text[:40]!r} merges across its boundary with the anchor "

@@ -1,4 +1,8 @@
-"""HTTP plumbing shared by the OpenAI-style backends: one POST, vendor errors translated.
+"""HTTP plumbing for the inference server: one POST, vendor errors translated.
+
+Shared by the OpenAI-style backends (``genesis.llm``) and the server's own tokenizer
+(``genesis.tokens.RemoteTokenizer``); it lives outside both so that ``tokens`` never imports
+``llm`` (``llm`` uses ``tokens``' ID type: a one-way dependency).
 
 Every httpx exception and every bad status is turned into the ``genesis.errors`` LLM tree
 here, at the edge, so nothing from httpx escapes a backend:
