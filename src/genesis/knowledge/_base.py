@@ -112,7 +112,9 @@ class KnowledgeBase:
         self._count_tokens = count_tokens
         try:
             self._root.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self._root / "catalog.sqlite")
+            # WAL + a busy timeout: several server workers read while one process writes.
+            self._db = sqlite3.connect(self._root / "catalog.sqlite", timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise RetrievalError(
