@@ -350,20 +350,27 @@ def cache_clear(collection: CollectionOpt = None, as_json: JsonOpt = False) -> N
 def serve(
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes (share cache and KB)")
+    ] = 1,
 ) -> None:
-    """Serve the HTTP API (FastAPI + uvicorn)."""
-    import uvicorn
-
-    from genesis.server import create_app
+    """Serve the HTTP API (FastAPI + uvicorn), in one process or in N workers."""
+    from genesis.server import ServeOptions
+    from genesis.server import serve as run_server
 
     try:
-        genesis = _open()
+        settings = _open().settings  # validated here, before any worker starts
+        config_dir = _state.get("config_dir")
+        options = ServeOptions(
+            _state.get("env"),
+            str(config_dir) if config_dir is not None else None,
+            dict(_state.get("overrides") or {}),
+        )
+        run_server(
+            options,
+            host or settings.server.host,
+            port if port is not None else settings.server.port,
+            workers=workers,
+        )
     except GenesisError as exc:
         _fail(exc)
-    settings = genesis.settings
-    uvicorn.run(
-        create_app(genesis),
-        host=host or settings.server.host,
-        port=port if port is not None else settings.server.port,
-        log_level="info",
-    )
