@@ -37,6 +37,7 @@ class _Metrics:
     loop_lag_ms: Histogram
     loop_lag_max_ms: Gauge
     breaker_opened: Counter
+    process_up: Gauge
 
 
 _metrics: _Metrics | None = None
@@ -91,6 +92,13 @@ def enable_metrics() -> CollectorRegistry:
                 registry=reg,
                 multiprocess_mode="livemax",
             ),
+            # One series per live worker (a ``pid`` label) under `serve --workers N`.
+            process_up=Gauge(
+                "genesis_process_up",
+                "1 for each live server process",
+                registry=reg,
+                multiprocess_mode="liveall",
+            ),
             breaker_opened=Counter(
                 "genesis_breaker_opened",
                 "Times a circuit breaker opened",
@@ -98,6 +106,7 @@ def enable_metrics() -> CollectorRegistry:
                 registry=reg,
             ),
         )
+        _metrics.process_up.set(1)
     return _metrics.registry
 
 
