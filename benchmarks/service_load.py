@@ -12,7 +12,9 @@ time (``--seconds``):
 - ``repeated.c1`` / ``repeated.c32``: one question, over and over, by 1 and 32 clients;
 - ``distinct.c1`` / ``distinct.c32``: questions no earlier phase asked (templates x the demo
   knowledge base's headings; every question is asked once in the whole run, so each one's
-  embedding is computed, never read from a cache);
+  embedding is computed, never read from a cache); ``distinct.c32`` goes on past
+  ``--seconds`` until ``--distinct-min`` (500) questions were asked, capped by
+  ``--max-seconds``;
 - ``redis_tier``: a second server start with the L1 disabled (``cache.l1_max_bytes=0``), 32
   clients, fresh distinct questions: which share of L1 misses Redis serves.
 
@@ -138,9 +140,23 @@ def redis_server(port: int) -> Iterator[str]:
     if not free(port):
         raise SystemExit(f"port {port} is taken: pass another --redis-port")
     folder = tempfile.mkdtemp(prefix="bench-redis-")
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", folder, "--maxmemory", "256mb",
-            "--maxmemory-policy", "allkeys-lru"]  # fmt: skip
+    args = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        folder,
+        "--maxmemory",
+        "256mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
@@ -188,8 +204,9 @@ def genesis_serve(
     env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     with log.open("ab") as out:
         # A session of its own: the workers are stopped with their parent, as by Ctrl-C.
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         yield proc
     finally:
@@ -250,13 +267,29 @@ class Phase:
 
 
 async def run_phase(
-    client: httpx.AsyncClient, clients: int, seconds: float, questions: Iterator[str]
+    client: httpx.AsyncClient,
+    clients: int,
+    seconds: float,
+    questions: Iterator[str],
+    *,
+    min_requests: int = 0,
+    max_seconds: float | None = None,
 ) -> Phase:
+    """``clients`` loops for ``seconds``, or on until ``min_requests`` have started (but
+    never past ``max_seconds``)."""
     phase = Phase()
-    deadline = time.perf_counter() + seconds
+    began = time.perf_counter()
+    cap = began + (max_seconds if max_seconds is not None else seconds)
+    started = 0
+
+    def more() -> bool:
+        now = time.perf_counter()
+        return now < cap and (now < began + seconds or started < min_requests)
 
     async def one_client() -> None:
-        while time.perf_counter() < deadline:
+        nonlocal started
+        while more():
+            started += 1
             question = next(questions, None)
             if question is None:
                 return
@@ -273,7 +306,6 @@ async def run_phase(
                 phase.errors += 1
                 phase.first_error = phase.first_error or detail
 
-    began = time.perf_counter()
     await asyncio.gather(*(one_client() for _ in range(clients)))
     phase.elapsed_s = time.perf_counter() - began
     return phase
@@ -333,8 +365,12 @@ async def measure(
 ) -> dict[str, Any]:
     home = work / "home"
     log = work / "serve.log"
-    sets = ["llm.backend=completions", f"llm.base_url={llm_url}", f"redis.url={redis_url}",
-            *args.server_set]  # fmt: skip
+    sets = [
+        "llm.backend=completions",
+        f"llm.base_url={llm_url}",
+        f"redis.url={redis_url}",
+        *args.server_set,
+    ]
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     questions = distinct_questions()
     phases: dict[str, dict[str, Any]] = {"repeated": {}, "distinct": {}}
@@ -355,8 +391,17 @@ async def measure(
             for kind in ("repeated", "distinct"):
                 for clients in (1, 32):
                     source = itertools.repeat(REPEATED) if kind == "repeated" else questions
+                    # (b) needs at least --distinct-min questions no phase embedded before.
+                    least = args.distinct_min if (kind, clients) == ("distinct", 32) else 0
                     before = await scrape(client)
-                    phase = await run_phase(client, clients, args.seconds, source)
+                    phase = await run_phase(
+                        client,
+                        clients,
+                        args.seconds,
+                        source,
+                        min_requests=least,
+                        max_seconds=args.max_seconds,
+                    )
                     after = await scrape(client)
                     phases[kind][f"c{clients}"] = phase.summary()
                     if phase.first_error:
@@ -377,8 +422,10 @@ async def measure(
     lookups = "genesis_token_cache_lookups_total"
     l2 = counter(second_run, lookups, tier="l2")
     miss = counter(second_run, lookups, tier="miss")
-    opened = sum(counter(run, "genesis_breaker_opened_total", circuit="token-cache-l2")
-                 for run in (first_run, second_run))  # fmt: skip
+    opened = sum(
+        counter(run, "genesis_breaker_opened_total", circuit="token-cache-l2")
+        for run in (first_run, second_run)
+    )
     total_errors = sum(p["errors"] for kind in phases.values() for p in kind.values()) + tier.errors
     return {
         **phases,
@@ -421,13 +468,28 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--workers", type=int, default=2, help="genesis serve --workers")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument(
+        "--distinct-min",
+        type=int,
+        default=500,
+        help="distinct.c32 runs on until this many questions were asked",
+    )
+    parser.add_argument("--max-seconds", type=float, default=180.0, help="cap of any phase")
     parser.add_argument("--port", type=int, default=18200)
     parser.add_argument("--redis-port", type=int, default=18241)
     parser.add_argument("--start-timeout", type=float, default=900.0)
-    parser.add_argument("--api-key", default=os.environ.get("GENESIS_API_KEY"),
-                        help="sent as a Bearer token (default: $GENESIS_API_KEY)")  # fmt: skip
-    parser.add_argument("--server-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra --set for genesis serve (e.g. its API keys)")  # fmt: skip
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("GENESIS_API_KEY"),
+        help="sent as a Bearer token (default: $GENESIS_API_KEY)",
+    )
+    parser.add_argument(
+        "--server-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for genesis serve (e.g. its API keys)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (home, log)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genesis-service-load-"))

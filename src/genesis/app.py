@@ -137,7 +137,7 @@ class Genesis:
             self.embedder,
             self._build_vector_store(),
             chunk_tokens=s.knowledge.chunk_tokens,
-            count_tokens=HFTokenizer.from_file(self.embedder.tokenizer_path).count,
+            count_tokens=self._chunk_counter().count,
         )
         stack.push_async_callback(self.kb.aclose)
         self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
@@ -161,6 +161,13 @@ class Genesis:
             return
         self._ready = False
         await self._stack.aclose()
+
+    def _chunk_counter(self) -> HFTokenizer:
+        """The embedder's tokenizer counts chunk sizes; reused when it is also the cache's
+        (loading tokenizer.json costs ~50 ms a time on this machine)."""
+        if isinstance(self.tokenizer, HFTokenizer) and self.settings.tokenizer.kind == "embedder":
+            return self.tokenizer
+        return HFTokenizer.from_file(self.embedder.tokenizer_path)
 
     async def _build_tokenizer(self) -> Tokenizer:
         kind = self.settings.tokenizer.kind
