@@ -138,6 +138,16 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
+def forget_this_process() -> None:
+    """Drop this process's live gauges from the shared metrics folder (a worker that exits:
+    its ``genesis_process_up`` and lag maximum must not outlive it). No-op in one process."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
+
+
 def record_request(agent: str, backend: str, status: str, total_ms: float) -> None:
     if _metrics is not None:
         _metrics.requests.labels(agent, backend, status).inc()

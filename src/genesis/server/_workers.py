@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from genesis.errors import ConfigError
-from genesis.observability import MULTIPROC_ENV, LoopLagMonitor
+from genesis.observability import MULTIPROC_ENV, LoopLagMonitor, forget_this_process
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,18 @@ class ServeOptions:
 
 
 def with_loop_monitor(app: FastAPI, monitor: LoopLagMonitor | None = None) -> FastAPI:
-    """Run a :class:`LoopLagMonitor` for the app's lifetime, around its own lifespan."""
+    """Run a :class:`LoopLagMonitor` for the app's lifetime, around its own lifespan; on the
+    way out, drop this worker's live gauges from the shared metrics folder."""
     inner = app.router.lifespan_context
     lag = monitor or LoopLagMonitor()
 
     @asynccontextmanager
     async def lifespan(scope_app: Any) -> AsyncIterator[Any]:
-        async with lag, inner(scope_app) as state:
-            yield state
+        try:
+            async with lag, inner(scope_app) as state:
+                yield state
+        finally:
+            forget_this_process()
 
     app.router.lifespan_context = lifespan
     app.state.loop_monitor = lag
