@@ -156,3 +156,20 @@ async def test_router_card_vectors_are_cached_under_the_home(demo_home: Path) ->
         decision = await again.route_async("I'd like to open a bakery, who are my customers?")
     assert decision.agent == "business_generation"
     assert [p.stat().st_mtime_ns for p in (demo_home / "router").glob("cards-*.npy")] == [written]
+
+
+def test_the_cli_and_app_do_not_import_server_or_heavy_engines() -> None:
+    """What `genesis ask` imports: a warm call should cost little more than Python's start."""
+    import subprocess
+    import sys
+
+    heavy = ["uvicorn", "fastapi", "qdrant_client", "torch", "sentence_transformers"]
+    heavy.append("prometheus_client")  # only once metrics are enabled (the server)
+    code = (
+        "import sys, genesis.cli, genesis.app; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == ""
