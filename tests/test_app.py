@@ -129,3 +129,47 @@ async def test_starts_and_answers_with_redis_down(demo_home: Path) -> None:
         assert result.answer.cache_tiers == {"miss": result.answer.usage.chunks_retrieved}
         assert genesis.token_cache.stats().breaker_state == "open"
         assert (await genesis.health())["status"] == "degraded"
+
+
+async def test_ready_is_not_ok_until_everything_a_first_request_needs_is_loaded(
+    demo_home: Path,
+) -> None:
+    g = Genesis.from_config("dev", environ={}, overrides={"home": str(demo_home)})
+    assert (await g.health())["status"] == "starting"
+    async with g:
+        assert g.serving
+        assert g.router.warmed_up  # card vectors loaded during warm_up, not on first ask
+        report = await g.health()
+        assert (report["status"], report["ready"]) == ("ok", True)
+    assert not g.serving
+    assert (await g.health())["status"] == "starting"
+
+
+async def test_router_card_vectors_are_cached_under_the_home(demo_home: Path) -> None:
+    overrides = {"home": str(demo_home)}
+    async with Genesis.from_config("dev", environ={}, overrides=overrides):
+        pass
+    (cache_file,) = (demo_home / "router").glob("cards-*.npy")
+    written = cache_file.stat().st_mtime_ns
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as again:
+        assert again.router.warmed_up
+        decision = await again.route_async("I'd like to open a bakery, who are my customers?")
+    assert decision.agent == "business_generation"
+    assert [p.stat().st_mtime_ns for p in (demo_home / "router").glob("cards-*.npy")] == [written]
+
+
+def test_the_cli_and_app_do_not_import_server_or_heavy_engines() -> None:
+    """What `genesis ask` imports: a warm call should cost little more than Python's start."""
+    import subprocess
+    import sys
+
+    heavy = ["uvicorn", "fastapi", "qdrant_client", "torch", "sentence_transformers"]
+    heavy.append("prometheus_client")  # only once metrics are enabled (the server)
+    code = (
+        "import sys, genesis.cli, genesis.app; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == ""

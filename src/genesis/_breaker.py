@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from genesis.observability import record_breaker_opened
+
 logger = logging.getLogger(__name__)
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -91,6 +93,7 @@ class CircuitBreaker:
         if self._opened_at is not None or self._failures >= self.failure_threshold:
             if (state := self.state) != "open":
                 self.opened_count += 1
+                record_breaker_opened(self.name)
                 self._log(state, "open")
             self._opened_at = self._clock()
             self._probe_at = None

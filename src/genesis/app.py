@@ -7,10 +7,12 @@ shells around this class.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from genesis.knowledge import (
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
 from genesis.observability import record_fallback
 from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
-from genesis.router import HALORouter, RouteDecision, cards_from_profiles
+from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ class Genesis:
         self.settings = settings
         self.home = settings.home_path()
         self._ready = False
+        # True once the indexes are in memory too: a first request then loads nothing, so
+        # only then may /health/ready say ok (false again while ensure_demo ingests).
+        self._serving = False
         self._stack = AsyncExitStack()
 
     @classmethod
@@ -109,6 +114,16 @@ class Genesis:
         self._stack = stack
         self._ready = True
         await self._report_memory_policy()
+        await self._load_indexes()
+        self._serving = True
+
+    async def _load_models(self) -> None:
+        """Model weights and the router's card vectors, off the loop. Under the home's lock:
+        of several workers starting on a fresh home, one embeds the cards, the others read
+        its cache file."""
+        await asyncio.to_thread(self.embedder.warm_up)
+        async with _home_lock(self.home):
+            await asyncio.to_thread(self.router.warm_up)
 
     async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
@@ -136,7 +151,7 @@ class Genesis:
             self.embedder,
             self._build_vector_store(),
             chunk_tokens=s.knowledge.chunk_tokens,
-            count_tokens=HFTokenizer.from_file(self.embedder.tokenizer_path).count,
+            count_tokens=self._chunk_counter().count,
         )
         stack.push_async_callback(self.kb.aclose)
         self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
@@ -146,10 +161,13 @@ class Genesis:
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
+            embed_batch=self.embedder.embed_documents,
+            card_cache=CardEmbeddingCache(self.home / "router", self.embedder.fingerprint),
             threshold=s.router.threshold,
             default_agent=s.router.default_agent,
             registry=self.registry,
         )
+        await self._load_models()
 
     async def aclose(self) -> None:
         """Close every client and store opened by :meth:`warm_up` (idempotent)."""
@@ -157,6 +175,13 @@ class Genesis:
             return
         self._ready = False
         await self._stack.aclose()
+
+    def _chunk_counter(self) -> HFTokenizer:
+        """The embedder's tokenizer counts chunk sizes; reused when it is also the cache's
+        (loading tokenizer.json costs ~50 ms a time on this machine)."""
+        if isinstance(self.tokenizer, HFTokenizer) and self.settings.tokenizer.kind == "embedder":
+            return self.tokenizer
+        return HFTokenizer.from_file(self.embedder.tokenizer_path)
 
     async def _build_tokenizer(self) -> Tokenizer:
         kind = self.settings.tokenizer.kind
@@ -263,9 +288,22 @@ class Genesis:
     # -- knowledge -----------------------------------------------------------------------
 
     async def ensure_demo(self, progress: Progress | None = None) -> dict[str, IngestReport]:
-        """Ingest the packaged demo knowledge base (unchanged files cost nothing)."""
+        """Ingest the packaged demo knowledge base (unchanged files cost nothing), then load
+        the new collections' indexes into memory: after this, a first request loads nothing.
+
+        Several processes on one home (``genesis serve --workers N``) take turns under a
+        file lock: the first ingests, the others find the files unchanged.
+        """
         if not self.settings.knowledge.demo_collections:
             return {}
+        self._serving = False  # new collections are not in memory until loaded below
+        async with _home_lock(self.home):
+            reports = await self._ingest_demo(progress)
+        await self._load_indexes()
+        self._serving = True
+        return reports
+
+    async def _ingest_demo(self, progress: Progress | None) -> dict[str, IngestReport]:
         collections = sorted({p.collection for p in self.settings.agents.values()})
         reports = {}
         for name in collections:
@@ -273,6 +311,17 @@ class Genesis:
             if folder.is_dir():
                 reports[name] = await self.ingest(folder, name, progress=progress)
         return reports
+
+    async def _load_indexes(self) -> None:
+        """One search per collection loads its vectors, HNSW file and BM25 index."""
+        for name in sorted(await self.kb.collections()):
+            await self.kb.search("warm up", name, 1)
+
+    @property
+    def serving(self) -> bool:
+        """Whether a first request would load nothing: :meth:`warm_up` is done and no
+        :meth:`ensure_demo` is ingesting."""
+        return self._ready and self._serving
 
     async def ingest(
         self, path: str | Path, collection: str, *, progress: Progress | None = None
@@ -298,7 +347,12 @@ class Genesis:
             raise UnknownAgentError(f"unknown agent {name!r}; known agents: {known}") from None
 
     def route(self, text: str, *, agent: str | None = None) -> RouteDecision:
+        """Blocking routing (CLI); the server awaits :meth:`route_async`."""
         return self.router.route(text, agent=agent)
+
+    async def route_async(self, text: str, *, agent: str | None = None) -> RouteDecision:
+        """Routing that embeds the text off the event loop."""
+        return await self.router.route_async(text, agent=agent)
 
     async def ask(
         self,
@@ -314,12 +368,8 @@ class Genesis:
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
         """
         await self.check_question(question, agent)
-        # One-time loading (model weights, the router's card embeddings) is start-up cost,
-        # not part of this request's waterfall.
-        self.embedder.warm_up()
-        self.router.warm_up()
         began = time.perf_counter()
-        decision = self.route(question, agent=agent)
+        decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
         answer = await self.agent(decision.agent).answer(
             question, top_k=top_k, collection=collection
@@ -394,9 +444,13 @@ class Genesis:
     # -- health --------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """Readiness: each component's state; ``degraded`` when the cache runs without L2."""
+        """Readiness: each component's state; ``degraded`` when the cache runs without L2;
+        ``starting`` until :meth:`warm_up` is done and while :meth:`ensure_demo` runs."""
         began = time.perf_counter()
-        checks: dict[str, Any] = {}
+        if not self.serving:
+            # Not ok before everything a first request needs is in memory.
+            return {"status": "starting", "ready": False, "elapsed_ms": 0.0}
+        checks: dict[str, Any] = {"ready": True}
         try:
             checks["collections"] = await self.kb.collections()
             checks["knowledge"] = "ok"
@@ -414,3 +468,14 @@ class Genesis:
         checks["status"] = status
         checks["elapsed_ms"] = round((time.perf_counter() - began) * 1000, 3)
         return checks
+
+
+@asynccontextmanager
+async def _home_lock(home: Path) -> AsyncIterator[None]:
+    """An exclusive ``fcntl`` lock on ``home/.lock`` across processes, awaited off the loop."""
+    with (home / ".lock").open("a+b") as fh:
+        await asyncio.to_thread(fcntl.flock, fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -369,27 +369,32 @@ def cache_clear(collection: CollectionOpt = None, as_json: JsonOpt = False) -> N
 def serve(
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes (share cache and KB)")
+    ] = 1,
 ) -> None:
-    """Serve the HTTP API (FastAPI + uvicorn)."""
-    import uvicorn
-
-    from genesis.server import check_bind, create_app
+    """Serve the HTTP API (FastAPI + uvicorn), in one process or in N workers."""
+    from genesis.server import ServeOptions, check_bind
+    from genesis.server import serve as run_server
 
     try:
-        genesis = _open()
-        settings = genesis.settings
+        settings = _open().settings  # validated here, before any worker starts
         bind = host or settings.server.host
         check_bind(bind, settings)
+        config_dir = _state.get("config_dir")
+        options = ServeOptions(
+            _state.get("env"),
+            str(config_dir) if config_dir is not None else None,
+            dict(_state.get("overrides") or {}),
+        )
+        run_server(
+            options,
+            bind,
+            port if port is not None else settings.server.port,
+            workers=workers,
+        )
     except GenesisError as exc:
         _fail(exc)
-    logging.getLogger("genesis.access").setLevel(logging.INFO)
-    uvicorn.run(
-        create_app(genesis),
-        host=bind,
-        port=port if port is not None else settings.server.port,
-        log_level="info",
-        access_log=False,  # genesis.access logs each request with its key id instead
-    )
 
 
 @keys_app.command("new")

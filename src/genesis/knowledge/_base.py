@@ -148,7 +148,11 @@ class KnowledgeBase:
         try:
             self._root.mkdir(parents=True, exist_ok=True)
             # Used from the executor's threads: one connection, one lock around every use.
-            self._db = sqlite3.connect(self._root / "catalog.sqlite", check_same_thread=False)
+            # WAL + a busy timeout: several server workers read while one process writes.
+            self._db = sqlite3.connect(
+                self._root / "catalog.sqlite", check_same_thread=False, timeout=10.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise RetrievalError(

@@ -124,7 +124,11 @@ class EmbeddedVectorStore:
         self._dir = Path(path)
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self._dir / "vectors.sqlite", check_same_thread=False)
+            # WAL + a busy timeout: several server workers read while one process writes.
+            self._db = sqlite3.connect(
+                self._dir / "vectors.sqlite", check_same_thread=False, timeout=10.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise VectorStoreError(f"cannot open vector store at {self._dir}: {exc}") from exc

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy.typing as npt
 
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
+from genesis.router._card_cache import CardEmbeddingCache
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
 
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EmbedFn = Callable[[str], npt.NDArray[Any]]
+EmbedBatchFn = Callable[[Sequence[str]], npt.NDArray[Any]]
+AsyncEmbedFn = Callable[[str], Awaitable[npt.NDArray[Any]]]
 _F32 = npt.NDArray[np.float32]
 
 
@@ -50,9 +54,12 @@ class HALORouter:
 
     ``embed`` maps a text to a vector (normalised or not); without it the router decides by
     rules alone. Card texts are embedded once, in :meth:`warm_up` (called lazily by
-    :meth:`route`). An agent's similarity to a task is the mean of (a) the best cosine over
-    its card texts and (b) the cosine to the centroid of those texts; a best similarity below
-    ``threshold`` routes to ``default_agent``.
+    :meth:`route`), in one call of ``embed_batch`` when given (rows in input order), and read
+    from ``card_cache`` instead when it holds them. :meth:`route_async` embeds the task with
+    ``embed_async`` when given (a micro-batcher), else with ``embed`` in a worker thread, so
+    it never runs a forward pass on the event loop. An agent's similarity to a task is the
+    mean of (a) the best cosine over its card texts and (b) the cosine to the centroid of
+    those texts; a best similarity below ``threshold`` routes to ``default_agent``.
     """
 
     def __init__(
@@ -63,12 +70,18 @@ class HALORouter:
         threshold: float = DEFAULT_THRESHOLD,
         default_agent: str,
         registry: ChatRegistry | None = None,
+        embed_batch: EmbedBatchFn | None = None,
+        embed_async: AsyncEmbedFn | None = None,
+        card_cache: CardEmbeddingCache | None = None,
     ) -> None:
         _check_cards(cards, default_agent, threshold)
         self._cards = list(cards)
         self._names = [c.name for c in cards]
         self._rules = CompiledRules(cards)
         self._embed = embed
+        self._embed_batch = embed_batch
+        self._embed_async = embed_async
+        self._card_cache = card_cache
         self._threshold = threshold
         self._default = default_agent
         self._registry = registry
@@ -85,36 +98,66 @@ class HALORouter:
     def default_agent(self) -> str:
         return self._default
 
+    @property
+    def warmed_up(self) -> bool:
+        """Whether routing needs no more loading (card vectors in memory, or no embedder)."""
+        return self._embed is None or self._card_matrix is not None
+
     def warm_up(self) -> None:
-        """Embed every card's description and examples (once); no-op without an embedder."""
+        """Embed every card's description and examples (once, or read them from
+        ``card_cache``); no-op without an embedder."""
         if self._embed is None or self._card_matrix is not None:
             return
-        rows: list[_F32] = []
+        texts: list[str] = []
         slices: list[slice] = []
         for card in self._cards:
-            start = len(rows)
-            rows.extend(self._embed_text(text) for text in card.texts())
-            slices.append(slice(start, len(rows)))
+            slices.append(slice(len(texts), len(texts) + len(card.texts())))
+            texts.extend(card.texts())
+        matrix = self._card_cache.load(texts) if self._card_cache is not None else None
+        if matrix is None:
+            matrix = self._embed_cards(texts)
+            if self._card_cache is not None:
+                self._card_cache.save(texts, matrix)
+            logger.info("router warmed up: %s card texts embedded", len(texts))
         # Assigned only once everything is embedded: a failed warm-up leaves no half state.
-        matrix = np.stack(rows)
         self._centroids = np.stack([_unit(matrix[s].mean(axis=0)) for s in slices])
         self._card_slices = slices
         self._card_matrix = matrix
-        logger.info("router warmed up: %s card texts embedded", len(rows))
+
+    def _embed_cards(self, texts: list[str]) -> _F32:
+        if self._embed_batch is None:
+            return np.stack([self._embed_text(text) for text in texts])
+        raw = np.asarray(self._embed_batch(texts), dtype=np.float32)
+        if raw.shape[0] != len(texts):
+            raise AgentError(f"embed_batch returned {raw.shape[0]} rows for {len(texts)} texts")
+        return np.stack([_checked_unit(row, text) for row, text in zip(raw, texts, strict=True)])
 
     def route(self, task: str, *, agent: str | None = None) -> RouteDecision:
-        """Pick the agent for ``task``; ``agent`` (if given) wins but must be known."""
-        if agent is not None:
-            self._check_known(agent)
-            return RouteDecision(agent, 1.0, "explicit agent", "explicit")
-        if not isinstance(task, str):
-            raise AgentError(f"a task to route must be text, not {type(task).__name__}")
-        if not task or not task.strip():
-            raise AgentError("cannot route an empty task: give the task text or an agent name")
+        """Pick the agent for ``task``; ``agent`` (if given) wins but must be known.
+
+        Blocking when the task must be embedded: async callers use :meth:`route_async`.
+        """
+        explicit = self._explicit_or_check(task, agent)
+        if explicit is not None:
+            return explicit
         hits = self._rules.match(task)
-        if hits:
-            return self._by_rules(task, hits)
-        return self._by_similarity(task)
+        if not self._needs_query(hits):
+            return self._decide(hits, None)
+        self.warm_up()
+        return self._decide(hits, self._scores(self._embed_text(task)))
+
+    async def route_async(self, task: str, *, agent: str | None = None) -> RouteDecision:
+        """:meth:`route` without embedding on the event loop: the task goes to
+        ``embed_async`` (or ``embed`` in a worker thread); rules run inline (microseconds)."""
+        explicit = self._explicit_or_check(task, agent)
+        if explicit is not None:
+            return explicit
+        hits = self._rules.match(task)
+        if not self._needs_query(hits):
+            return self._decide(hits, None)
+        if not self.warmed_up:
+            await asyncio.to_thread(self.warm_up)
+        return self._decide(hits, self._scores(await self._embed_task_async(task)))
 
     def similarities(self, task: str) -> dict[str, float]:
         """Similarity of ``task`` to each agent: mean of best-text and centroid cosine.
@@ -125,14 +168,46 @@ class HALORouter:
         if self._embed is None:
             raise AgentError("this router has no embedder: similarity routing is off")
         self.warm_up()
+        return self._scores(self._embed_text(task))
+
+    def _scores(self, query: _F32) -> dict[str, float]:
         assert self._card_matrix is not None and self._centroids is not None  # see warm_up
-        query = self._embed_text(task)
         sims = self._card_matrix @ query
         central = self._centroids @ query
         return {
             name: 0.5 * float(sims[s].max()) + 0.5 * float(central[i])
             for i, (name, s) in enumerate(zip(self._names, self._card_slices, strict=True))
         }
+
+    async def _embed_task_async(self, task: str) -> _F32:
+        if self._embed_async is None:
+            return await asyncio.to_thread(self._embed_text, task)
+        vec = np.asarray(await self._embed_async(task), dtype=np.float32).reshape(-1)
+        return _checked_unit(vec, task)
+
+    def _explicit_or_check(self, task: str, agent: str | None) -> RouteDecision | None:
+        if agent is not None:
+            self._check_known(agent)
+            return RouteDecision(agent, 1.0, "explicit agent", "explicit")
+        if not isinstance(task, str):
+            raise AgentError(f"a task to route must be text, not {type(task).__name__}")
+        if not task or not task.strip():
+            raise AgentError("cannot route an empty task: give the task text or an agent name")
+        return None
+
+    def _needs_query(self, hits: list[RuleHit]) -> bool:
+        """Whether the decision needs the task's embedding: no rule hit, or tied rules."""
+        if self._embed is None:
+            return False
+        if not hits:
+            return True
+        top = max(h.strength for h in hits)
+        return sum(h.strength == top for h in hits) > 1
+
+    def _decide(self, hits: list[RuleHit], sims: dict[str, float] | None) -> RouteDecision:
+        if hits:
+            return self._by_rules(hits, sims)
+        return self._by_similarity(sims)
 
     async def execute_with_finetuned_model_async(
         self,
@@ -172,14 +247,13 @@ class HALORouter:
             known = ", ".join(self._names)
             raise UnknownAgentError(f"unknown agent {agent!r}; known agents: {known}")
 
-    def _by_rules(self, task: str, hits: list[RuleHit]) -> RouteDecision:
+    def _by_rules(self, hits: list[RuleHit], sims: dict[str, float] | None) -> RouteDecision:
         scores = {h.agent: h.strength for h in hits}
         top = max(scores.values())
         tied = [h for h in hits if h.strength == top]
         winner = tied[0]
-        if len(tied) > 1 and self._embed is not None:
+        if len(tied) > 1 and sims is not None:
             # Rules cannot separate these agents; let the task's meaning decide among them.
-            sims = self.similarities(task)
             winner = max(tied, key=lambda h: sims[h.agent])
         confidence = top / sum(scores.values())
         reason = f"rule: {winner.describe()}"
@@ -187,11 +261,10 @@ class HALORouter:
             reason += f" (tied with {', '.join(h.agent for h in tied if h is not winner)})"
         return RouteDecision(winner.agent, confidence, reason, "rule", scores)
 
-    def _by_similarity(self, task: str) -> RouteDecision:
-        if self._embed is None:
+    def _by_similarity(self, scores: dict[str, float] | None) -> RouteDecision:
+        if scores is None:
             reason = "default: no rule matched and no embedder is configured"
             return RouteDecision(self._default, 0.0, reason, "default")
-        scores = self.similarities(task)
         best = max(scores, key=lambda name: scores[name])
         sim = scores[best]
         if sim < self._threshold:
@@ -205,14 +278,17 @@ class HALORouter:
 
     def _embed_text(self, text: str) -> _F32:
         assert self._embed is not None
-        vec = np.asarray(self._embed(text), dtype=np.float32).reshape(-1)
-        if not np.any(vec):
-            raise AgentError(f"the embedder returned a zero vector for {text[:60]!r}")
-        return _unit(vec)
+        return _checked_unit(np.asarray(self._embed(text), dtype=np.float32).reshape(-1), text)
 
 
 def _unit(vec: _F32) -> _F32:
     return vec / np.float32(np.linalg.norm(vec))
+
+
+def _checked_unit(vec: _F32, text: str) -> _F32:
+    if not np.any(vec):
+        raise AgentError(f"the embedder returned a zero vector for {text[:60]!r}")
+    return _unit(vec)
 
 
 def _check_cards(cards: Sequence[AgentCard], default_agent: str, threshold: float) -> None:

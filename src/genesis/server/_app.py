@@ -121,7 +121,8 @@ def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
     @app.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
     async def ready() -> JSONResponse:
         report = await genesis.health()
-        return JSONResponse(report, status_code=200 if report["status"] != "down" else 503)
+        serving = report["status"] in ("ok", "degraded")
+        return JSONResponse(report, status_code=200 if serving else 503)
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
@@ -148,7 +149,7 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
 
     @app.post("/v1/route")
     async def route(body: RouteBody) -> RouteResponse:
-        decision = genesis.route(body.text, agent=body.agent)
+        decision = await genesis.route_async(body.text, agent=body.agent)
         return RouteResponse(
             agent=decision.agent,
             confidence=decision.confidence,

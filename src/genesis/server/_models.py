@@ -107,12 +107,12 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    status: Literal["ok", "degraded", "down"]
-    knowledge: str
+    status: Literal["ok", "degraded", "down", "starting"]
+    knowledge: str | None = None
     collections: dict[str, int] = {}
-    token_cache: dict[str, Any]
-    llm: dict[str, Any]
-    elapsed_ms: float
+    token_cache: dict[str, Any] = {}
+    llm: dict[str, Any] = {}
+    elapsed_ms: float | None = None
 
 
 class RouteResponse(BaseModel):

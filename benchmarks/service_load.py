@@ -1,0 +1,518 @@
+"""`genesis serve` under load, as a user would run it: real HTTP on loopback, its own home.
+
+    python benchmarks/service_load.py [--json out.json] [--workers 2] [--seconds 15]
+        [--api-key KEY] [--server-set key=value ...] [--port 18200] [--redis-port 18241]
+
+Starts a Redis of its own (``redis-server`` on ``--redis-port``), a fake OpenAI-compatible
+completions server that answers at once (``genesis.testing.fake_openai``, in a subprocess),
+and ``python -m genesis serve --workers N`` with a fresh ``GENESIS_HOME``. Then, with
+``httpx.AsyncClient`` clients posting ``/v1/ask`` (agent ``support``), each phase bounded in
+time (``--seconds``):
+
+- ``repeated.c1`` / ``repeated.c32``: one question, over and over, by 1 and 32 clients;
+- ``distinct.c1`` / ``distinct.c32``: questions no earlier phase asked (templates x the demo
+  knowledge base's headings; every question is asked once in the whole run, so each one's
+  embedding is computed, never read from a cache); ``distinct.c32`` goes on past
+  ``--seconds`` until ``--distinct-min`` (500) questions were asked, capped by
+  ``--max-seconds``;
+- ``redis_tier``: a second server start with the L1 disabled (``cache.l1_max_bytes=0``), 32
+  clients, fresh distinct questions: which share of L1 misses Redis serves.
+
+Server-side figures come from ``/metrics`` (summed over the workers): ``loop_lag_p99_ms`` is
+the p99 of the event-loop lag samples taken during the two c32 phases (from the difference
+of the ``genesis_event_loop_lag_ms`` histogram before and after each phase, read at bucket
+resolution: the bound of the bucket that holds the 99th percentile); ``breaker_opened``
+counts token-cache breaker openings over the whole run (Redis stays healthy);
+``redis_hit_share`` is L2 hits / (L2 hits + misses) of chunk lookups in the last phase.
+``errors`` counts responses other than 200 and failed requests in all phases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_KB = REPO / "src" / "genesis" / "demo_kb"
+AGENT = "support"
+REPEATED = "How do I rotate an API key?"
+TARGETS = {
+    "distinct_c32_over_c1_rps": 3.0,
+    "loop_lag_p99_ms": 5.0,
+    "breaker_opened": 0,
+    "redis_hit_share": 0.95,
+    "errors": 0,
+}
+FAKE_LLM = """
+import sys
+from genesis.config import load_settings
+from genesis.knowledge import MiniLMEmbedder
+from genesis.testing.fake_openai import FakeOpenAIServer
+from genesis.tokens import HFTokenizer
+
+settings = load_settings("dev", environ={})
+models = {m for p in settings.agents.values() for m in (p.models.finetuned, p.models.baseline)}
+models.add(settings.llm.default_model)
+tok = HFTokenizer.from_file(MiniLMEmbedder().tokenizer_path)
+with FakeOpenAIServer(tok, sorted(m for m in models if m)) as srv:
+    print(srv.base_url, flush=True)
+    sys.stdin.read()  # serve until the benchmark closes our stdin
+"""
+
+
+# -- questions -------------------------------------------------------------------------------
+
+TEMPLATES = (
+    "How do I {t}?",
+    "What should I know about {t}?",
+    "Can you explain {t} step by step?",
+    "Where do I find the settings for {t}?",
+    "Is there a limit on {t}?",
+    "Why would {t} fail for my account?",
+    "Who on my team can manage {t}?",
+    "What changed recently about {t}?",
+)
+CONTEXTS = (
+    "",
+    " for a small team",
+    " on the enterprise plan",
+    " in the EU region",
+    " through the API",
+    " after a migration",
+    " for a new workspace",
+    " on a trial account",
+    " with SSO enabled",
+    " this month",
+)
+
+
+def topics() -> list[str]:
+    """The demo knowledge base's headings, lower-cased, without question words."""
+    found: set[str] = set()
+    for path in sorted(DEMO_KB.rglob("*.md")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                words = re.sub(r"[?#]", "", line).strip().lower()
+                words = re.sub(
+                    r"^(how (do|does|can|long) (i|you|the)?|what|why|can|where)\s+", "", words
+                )
+                if len(words) > 6:
+                    found.add(words)
+    return sorted(found)
+
+
+def distinct_questions() -> Iterator[str]:
+    """Every template x topic x context once, in an order that varies all three."""
+    combos = itertools.product(CONTEXTS, topics(), TEMPLATES)
+    for context, topic, template in combos:
+        yield template.format(t=topic + context)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@contextlib.contextmanager
+def redis_server(port: int) -> Iterator[str]:
+    if not free(port):
+        raise SystemExit(f"port {port} is taken: pass another --redis-port")
+    folder = tempfile.mkdtemp(prefix="bench-redis-")
+    args = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        folder,
+        "--maxmemory",
+        "256mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while free(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fake_llm() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_LLM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise SystemExit("the fake completions server did not start")
+        yield url
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def genesis_serve(
+    home: Path, port: int, workers: int, sets: list[str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    if not free(port):
+        raise SystemExit(f"port {port} is taken: pass another --port")
+    args = [sys.executable, "-m", "genesis", "--home", str(home)]
+    for item in sets:
+        args += ["--set", item]
+    args += ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+    with log.open("ab") as out:
+        # A session of its own: the workers are stopped with their parent, as by Ctrl-C.
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def wait_ready(
+    client: httpx.AsyncClient, proc: subprocess.Popen[bytes], limit_s: float
+) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        if proc.poll() is not None:
+            raise SystemExit(f"genesis serve exited with {proc.returncode} (see its log)")
+        with contextlib.suppress(httpx.HTTPError):
+            response = await client.get("/health/ready")
+            if response.status_code == 200 and response.json().get("status") in ("ok", "degraded"):
+                return time.monotonic() - began
+        await asyncio.sleep(0.5)
+    raise SystemExit(f"genesis serve was not ready within {limit_s:.0f} s")
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+class Phase:
+    """Latencies and errors of one phase."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: list[float] = []
+        self.errors = 0
+        self.first_error = ""
+        self.elapsed_s = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        if not lat:
+            return {
+                "rps": 0.0,
+                "p50_ms": None,
+                "p99_ms": None,
+                "requests": 0,
+                "errors": self.errors,
+            }
+        p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+        return {
+            "rps": round(len(lat) / self.elapsed_s, 2),
+            "p50_ms": round(statistics.median(lat), 2),
+            "p99_ms": round(p99, 2),
+            "requests": len(lat),
+            "errors": self.errors,
+        }
+
+
+async def run_phase(
+    client: httpx.AsyncClient,
+    clients: int,
+    seconds: float,
+    questions: Iterator[str],
+    *,
+    min_requests: int = 0,
+    max_seconds: float | None = None,
+) -> Phase:
+    """``clients`` loops for ``seconds``, or on until ``min_requests`` have started (but
+    never past ``max_seconds``)."""
+    phase = Phase()
+    began = time.perf_counter()
+    cap = began + (max_seconds if max_seconds is not None else seconds)
+    started = 0
+
+    def more() -> bool:
+        now = time.perf_counter()
+        return now < cap and (now < began + seconds or started < min_requests)
+
+    async def one_client() -> None:
+        nonlocal started
+        while more():
+            started += 1
+            question = next(questions, None)
+            if question is None:
+                return
+            began = time.perf_counter()
+            try:
+                response = await client.post("/v1/ask", json={"question": question, "agent": AGENT})
+                ok = response.status_code == 200
+                detail = f"{response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            if ok:
+                phase.latencies_ms.append((time.perf_counter() - began) * 1000.0)
+            else:
+                phase.errors += 1
+                phase.first_error = phase.first_error or detail
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    phase.elapsed_s = time.perf_counter() - began
+    return phase
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
+    """``{"name{labels}": value}`` summed over duplicate series, from /metrics."""
+    text = (await client.get("/metrics")).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            key = match.group(1) + (match.group(2) or "")
+            out[key] = out.get(key, 0.0) + float(match.group(3))
+    return out
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+def lag_buckets(delta: dict[str, float]) -> list[tuple[float, float]]:
+    """Cumulative (upper bound ms, count) of the loop-lag histogram, sorted by bound."""
+    out = []
+    for key, count in delta.items():
+        match = re.fullmatch(r'genesis_event_loop_lag_ms_bucket\{le="([^"]+)"\}', key)
+        if match:
+            out.append((float(match.group(1)), count))
+    return sorted(out)
+
+
+def p99_from_buckets(buckets: list[tuple[float, float]]) -> float | None:
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    for bound, count in buckets:
+        if count >= 0.99 * total:
+            return bound
+    return buckets[-1][0]
+
+
+def counter(delta: dict[str, float], name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return sum(v for k, v in delta.items() if k.startswith(name + "{") and want in k)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+async def measure(
+    args: argparse.Namespace, llm_url: str, redis_url: str, work: Path
+) -> dict[str, Any]:
+    home = work / "home"
+    log = work / "serve.log"
+    sets = [
+        "llm.backend=completions",
+        f"llm.base_url={llm_url}",
+        f"redis.url={redis_url}",
+        *args.server_set,
+    ]
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    questions = distinct_questions()
+    phases: dict[str, dict[str, Any]] = {"repeated": {}, "distinct": {}}
+    lag_delta: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    base = f"http://127.0.0.1:{args.port}"
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, timeout=60, limits=limits
+    ) as client:
+        with genesis_serve(home, args.port, args.workers, sets, log) as proc:
+            ready_s = await wait_ready(client, proc, args.start_timeout)
+            print(f"ready after {ready_s:.1f} s", file=sys.stderr)
+            start = await scrape(client)
+            # One request per worker would not reach every worker; a few seconds of the
+            # repeated question warm every worker's connections before anything is measured.
+            await run_phase(client, 4, 3.0, itertools.repeat(REPEATED))
+            for kind in ("repeated", "distinct"):
+                for clients in (1, 32):
+                    source = itertools.repeat(REPEATED) if kind == "repeated" else questions
+                    # (b) needs at least --distinct-min questions no phase embedded before.
+                    least = args.distinct_min if (kind, clients) == ("distinct", 32) else 0
+                    before = await scrape(client)
+                    phase = await run_phase(
+                        client,
+                        clients,
+                        args.seconds,
+                        source,
+                        min_requests=least,
+                        max_seconds=args.max_seconds,
+                    )
+                    after = await scrape(client)
+                    phases[kind][f"c{clients}"] = phase.summary()
+                    if phase.first_error:
+                        errors[f"{kind}.c{clients}"] = phase.first_error
+                    if clients == 32:
+                        for k, v in diff(after, before).items():
+                            lag_delta[k] = lag_delta.get(k, 0.0) + v
+                    print(kind, clients, phases[kind][f"c{clients}"], file=sys.stderr)
+            first_run = diff(await scrape(client), start)
+        sets.append("cache.l1_max_bytes=0")
+        with genesis_serve(home, args.port, args.workers, sets, log) as proc:
+            await wait_ready(client, proc, args.start_timeout)
+            start = await scrape(client)
+            tier = await run_phase(client, 32, args.seconds, questions)
+            second_run = diff(await scrape(client), start)
+            if tier.first_error:
+                errors["redis_tier.c32"] = tier.first_error
+    lookups = "genesis_token_cache_lookups_total"
+    l2 = counter(second_run, lookups, tier="l2")
+    miss = counter(second_run, lookups, tier="miss")
+    opened = sum(
+        counter(run, "genesis_breaker_opened_total", circuit="token-cache-l2")
+        for run in (first_run, second_run)
+    )
+    total_errors = sum(p["errors"] for kind in phases.values() for p in kind.values()) + tier.errors
+    return {
+        **phases,
+        "redis_tier": {"c32": tier.summary(), "l2_hits": l2, "misses": miss},
+        "loop_lag_p99_ms": p99_from_buckets(lag_buckets(lag_delta)),
+        "loop_lag_samples_c32": max((c for _, c in lag_buckets(lag_delta)), default=0),
+        "breaker_opened": int(opened),
+        "redis_hit_share": round(l2 / (l2 + miss), 4) if l2 + miss else None,
+        "errors": int(total_errors),
+        "first_errors": errors,
+        "ready_after_s": round(ready_s, 1),
+    }
+
+
+def with_targets(result: dict[str, Any]) -> dict[str, Any]:
+    c1, c32 = result["distinct"]["c1"]["rps"], result["distinct"]["c32"]["rps"]
+    ratio = round(c32 / c1, 2) if c1 else None
+    result["ratios"] = {
+        "distinct_c32_over_c1_rps": ratio,
+        "repeated_c32_over_c1_rps": round(
+            result["repeated"]["c32"]["rps"] / result["repeated"]["c1"]["rps"], 2
+        )
+        if result["repeated"]["c1"]["rps"]
+        else None,
+    }
+    lag, share = result["loop_lag_p99_ms"], result["redis_hit_share"]
+    result["targets"] = TARGETS
+    result["targets_met"] = {
+        "distinct_c32_over_c1_rps": ratio is not None and ratio >= 3.0,
+        "loop_lag_p99_ms": lag is not None and lag <= 5.0,
+        "breaker_opened": result["breaker_opened"] == 0,
+        "redis_hit_share": share is not None and share >= 0.95,
+        "errors": result["errors"] == 0,
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--workers", type=int, default=2, help="genesis serve --workers")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument(
+        "--distinct-min",
+        type=int,
+        default=500,
+        help="distinct.c32 runs on until this many questions were asked",
+    )
+    parser.add_argument("--max-seconds", type=float, default=180.0, help="cap of any phase")
+    parser.add_argument("--port", type=int, default=18200)
+    parser.add_argument("--redis-port", type=int, default=18241)
+    parser.add_argument("--start-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("GENESIS_API_KEY"),
+        help="sent as a Bearer token (default: $GENESIS_API_KEY)",
+    )
+    parser.add_argument(
+        "--server-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for genesis serve (e.g. its API keys)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (home, log)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="genesis-service-load-"))
+    try:
+        with redis_server(args.redis_port) as redis_url, fake_llm() as llm_url:
+            result = asyncio.run(measure(args, llm_url, redis_url, work))
+    finally:
+        print(f"server log: {work / 'serve.log'}", file=sys.stderr)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result = with_targets(result)
+    result["config"] = {
+        "workers": args.workers,
+        "seconds_per_phase": args.seconds,
+        "agent": AGENT,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

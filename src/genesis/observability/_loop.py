@@ -1,0 +1,98 @@
+"""Event-loop lag: how late the loop wakes from a short sleep, sampled all the time.
+
+A request that runs CPU work inline (a forward pass, a tokenizer, SQLite) delays every other
+coroutine on the loop by as long as it runs; the lag of a 10 ms sleep measures exactly that
+delay, without instrumenting any request. The samples go to the ``genesis_event_loop_lag_ms``
+histogram (no-op while metrics are off) and a recent maximum is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from genesis.observability._metrics import record_loop_lag, record_loop_lag_max
+
+logger = logging.getLogger(__name__)
+
+
+class LoopLagMonitor:
+    """Samples the running loop's lag every ``interval_s`` until :meth:`stop`.
+
+    ``max_ms`` is the longest lag of the current or the last complete ``window_s`` window
+    (published as the ``genesis_event_loop_lag_max_ms`` gauge), so a stall stays visible for
+    at least one window. Use as ``async with LoopLagMonitor():`` or ``start()``/``await
+    stop()`` from a FastAPI lifespan.
+    """
+
+    def __init__(
+        self,
+        interval_s: float = 0.01,
+        *,
+        window_s: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if interval_s <= 0 or window_s <= 0:
+            raise ValueError("interval_s and window_s must be > 0")
+        self._interval = interval_s
+        self._window = window_s
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._window_start = 0.0
+        self._current_max = 0.0
+        self._last_max = 0.0
+        self.samples = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def max_ms(self) -> float:
+        """The longest lag seen in the current or the previous window (ms)."""
+        return max(self._current_max, self._last_max)
+
+    def start(self) -> None:
+        """Start sampling on the running loop (idempotent)."""
+        if self.running:
+            return
+        self._window_start = self._clock()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> None:
+        """Stop sampling and wait for the sampler to end (idempotent)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def __aenter__(self) -> LoopLagMonitor:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        while True:
+            began = self._clock()
+            await asyncio.sleep(self._interval)
+            woke = self._clock()
+            self.observe(max(0.0, (woke - began - self._interval) * 1000.0), woke)
+
+    def observe(self, lag_ms: float, now: float) -> None:
+        """Record one sample taken at ``now`` (the sampler's clock)."""
+        self.samples += 1
+        record_loop_lag(lag_ms)
+        if now - self._window_start >= self._window:
+            self._last_max, self._current_max = self._current_max, 0.0
+            self._window_start = now
+        self._current_max = max(self._current_max, lag_ms)
+        record_loop_lag_max(self.max_ms)
+        if lag_ms >= 1000.0:
+            logger.warning("event loop stalled for %.0f ms", lag_ms)

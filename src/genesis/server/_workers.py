@@ -1,0 +1,146 @@
+"""``genesis serve``: one process, or N uvicorn worker processes sharing the home and the L2.
+
+Workers are separate interpreters (uvicorn spawns them and imports
+:func:`create_worker_app` by name), so the settings travel through the environment as JSON:
+the same ``--env``, ``--config-dir``, ``--home`` and ``--set`` the user gave. They share:
+
+- the token cache's L2 (Redis, or the SQLite file in WAL mode);
+- the knowledge base on disk: SQLite in WAL mode (readers never block the one writer), the
+  demo ingest and the router's card cache written by one process under the home's file lock;
+- metrics: ``PROMETHEUS_MULTIPROC_DIR`` points at a fresh folder, merged by ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from genesis.errors import ConfigError
+from genesis.observability import MULTIPROC_ENV, LoopLagMonitor, forget_this_process
+
+logger = logging.getLogger(__name__)
+
+# The variable that carries a worker's settings (JSON of ServeOptions) from `genesis serve`.
+OPTIONS_ENV = "GENESIS_SERVE_OPTIONS"
+_FACTORY = "genesis.server._workers:create_worker_app"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What selects the settings: as given on the command line (``--set`` values unparsed)."""
+
+    env: str | None = None
+    config_dir: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeOptions:
+        try:
+            data = json.loads(text)
+            return cls(data.get("env"), data.get("config_dir"), dict(data.get("overrides") or {}))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{OPTIONS_ENV} is not valid serve options: {exc}") from exc
+
+
+def with_loop_monitor(app: FastAPI, monitor: LoopLagMonitor | None = None) -> FastAPI:
+    """Run a :class:`LoopLagMonitor` for the app's lifetime, around its own lifespan; on the
+    way out, drop this worker's live gauges from the shared metrics folder."""
+    inner = app.router.lifespan_context
+    lag = monitor or LoopLagMonitor()
+
+    @asynccontextmanager
+    async def lifespan(scope_app: Any) -> AsyncIterator[Any]:
+        try:
+            async with lag, inner(scope_app) as state:
+                yield state
+        finally:
+            forget_this_process()
+
+    app.router.lifespan_context = lifespan
+    app.state.loop_monitor = lag
+    return app
+
+
+def build_app(options: ServeOptions) -> FastAPI:
+    """The served app: a (not yet warmed) Genesis from ``options``, with the lag monitor."""
+    from genesis.app import Genesis
+    from genesis.server._app import create_app
+
+    genesis = Genesis.from_config(options.env, options.config_dir, overrides=options.overrides)
+    return with_loop_monitor(create_app(genesis))
+
+
+def create_worker_app() -> FastAPI:
+    """uvicorn's factory in each worker process: the options ``serve`` left in the env."""
+    text = os.environ.get(OPTIONS_ENV)
+    if text is None:
+        raise ConfigError(f"{OPTIONS_ENV} is not set: start workers with `genesis serve`")
+    return build_app(ServeOptions.from_json(text))
+
+
+def serve(options: ServeOptions, host: str, port: int, *, workers: int = 1) -> None:
+    """Serve until interrupted: in this process when ``workers`` is 1, else N workers."""
+    import uvicorn
+
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    # genesis.access logs each request with its key id: uvicorn's own access log cannot.
+    logs = _log_config()
+    if workers == 1:
+        app = build_app(options)
+        uvicorn.run(app, host=host, port=port, log_config=logs, access_log=False)
+        return
+    with _worker_environment(options):
+        uvicorn.run(
+            _FACTORY,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=logs,
+            access_log=False,
+        )
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration plus the ``genesis`` loggers (workers are spawned
+    processes: this dictionary is all the logging set-up they get)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["genesis"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+@contextmanager
+def _worker_environment(options: ServeOptions) -> Iterator[Path]:
+    """The options and a fresh metrics folder in ``os.environ`` (inherited by the spawned
+    workers); both restored and the folder removed on exit."""
+    saved = {key: os.environ.get(key) for key in (OPTIONS_ENV, MULTIPROC_ENV)}
+    folder = Path(tempfile.mkdtemp(prefix="genesis-metrics-"))
+    os.environ[OPTIONS_ENV] = options.to_json()
+    os.environ[MULTIPROC_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,120 @@
+"""`genesis serve --workers N`: settings reach the workers, the home and metrics are shared."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from genesis.errors import ConfigError
+from genesis.observability import LoopLagMonitor
+from genesis.server import ServeOptions, create_worker_app, with_loop_monitor
+from genesis.server._workers import OPTIONS_ENV
+
+PORT = 18207  # this helper's range is 18200-18230
+
+
+def test_serve_options_travel_as_json() -> None:
+    options = ServeOptions("staging", "/etc/genesis", {"home": "/srv/g", "redis.url": "redis://x"})
+    assert ServeOptions.from_json(options.to_json()) == options
+
+
+def test_bad_serve_options_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=OPTIONS_ENV):
+        ServeOptions.from_json("[1, 2")
+
+
+def test_a_worker_without_options_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    with pytest.raises(ConfigError, match="start workers with `genesis serve`"):
+        create_worker_app()
+
+
+def test_the_loop_monitor_runs_for_the_app_lifetime() -> None:
+    seen: list[bool] = []
+    monitor = LoopLagMonitor()
+    app = FastAPI()
+
+    @app.get("/")
+    async def index() -> dict[str, bool]:
+        seen.append(monitor.running)
+        return {"ok": True}
+
+    with TestClient(with_loop_monitor(app, monitor)) as client:
+        assert client.get("/").json() == {"ok": True}
+    assert seen == [True]
+    assert not monitor.running
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture
+def two_workers(demo_home: Path, tmp_path: Path) -> Iterator[str]:
+    if not _free(PORT):
+        pytest.fail(f"port {PORT} is taken")
+    args = [sys.executable, "-m", "genesis", "--home", str(demo_home), "serve",
+            "--port", str(PORT), "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{PORT}"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/health/ready", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("serve --workers 2 did not become ready:\n" + _tail(tmp_path))
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _tail(folder: Path) -> str:
+    return (folder / "serve.log").read_text(errors="replace")[-3000:]
+
+
+def _requests_total(metrics: str) -> float:
+    pattern = r'^genesis_requests_total\{[^}]*status="ok"[^}]*\} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, metrics, flags=re.MULTILINE))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_two_workers_answer_and_report_metrics_summed_over_both(two_workers: str) -> None:
+    questions = [f"How do I rotate an API key for team {i}?" for i in range(12)]
+    close = {"Connection": "close"}  # a new connection each time: either worker may take it
+    with httpx.Client(base_url=two_workers, timeout=120) as client:
+        for question in questions:
+            body = {"question": question, "agent": "support"}
+            response = client.post("/v1/ask", json=body, headers=close)
+            assert response.status_code == 200, response.text
+        scrapes = [client.get("/metrics", headers=close).text for _ in range(6)]
+    # Every scrape, whichever worker answered it, shows both processes and every request.
+    for text in scrapes:
+        assert len(set(re.findall(r'^genesis_process_up\{pid="(\d+)"\}', text, re.M))) == 2
+        assert _requests_total(text) == len(questions)
+        assert "genesis_event_loop_lag_ms_bucket" in text
