@@ -173,3 +173,14 @@ def test_the_cli_and_app_do_not_import_server_or_heavy_engines() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == ""
+
+
+async def test_using_genesis_before_warm_up_is_a_clear_error(tmp_path: Path) -> None:
+    from genesis.errors import NotWarmedUpError
+
+    genesis = Genesis.from_config("dev", environ={}, overrides={"home": str(tmp_path)})
+    with pytest.raises(NotWarmedUpError, match=r"warm_up\(\)"):
+        _ = genesis.kb
+    with pytest.raises(NotWarmedUpError, match="Genesis.agents"):
+        await genesis.ask("How do I rotate an API key?", agent="support")
+    assert genesis.settings.env == "dev"  # the light part is there from __init__

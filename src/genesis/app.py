@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from genesis.agents import Agent
 from genesis.cache import (
@@ -31,6 +31,7 @@ from genesis.errors import (
     CacheError,
     ConfigError,
     GenesisError,
+    NotWarmedUpError,
     PromptBudgetError,
     TokenizerError,
     UnknownAgentError,
@@ -69,12 +70,60 @@ class AskResult:
         return asdict(self)
 
 
+T = TypeVar("T")
+
+
+class _Part(Generic[T]):
+    """A component built by :meth:`Genesis.warm_up`. Reading it before then raises
+    :class:`NotWarmedUpError` (which says what to do) instead of an ``AttributeError``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _Part[T]: ...
+
+    @overload
+    def __get__(self, obj: Genesis, objtype: type | None = None) -> T: ...
+
+    def __get__(self, obj: Genesis | None, objtype: type | None = None) -> T | _Part[T]:
+        if obj is None:
+            return self
+        try:
+            value: T = obj._parts[self.name]
+        except KeyError:
+            raise NotWarmedUpError(
+                f"Genesis.{self.name} is built by warm_up(): call `await genesis.warm_up()` "
+                "(or use `async with genesis`) first"
+            ) from None
+        return value
+
+    def __set__(self, obj: Genesis, value: T) -> None:
+        obj._parts[self.name] = value
+
+
 class Genesis:
-    """One process's Genesis: knowledge, token cache, agents, router, models."""
+    """One process's Genesis: knowledge, token cache, agents, router, models.
+
+    ``__init__`` is light (settings only); :meth:`warm_up` builds the components below, and
+    reading one before that raises :class:`NotWarmedUpError`.
+    """
+
+    embedder = _Part[MiniLMEmbedder]()
+    tokenizer = _Part[Tokenizer]()
+    encoder = _Part[SegmentEncoder]()
+    store = _Part[TokenStore]()
+    token_cache = _Part[TokenCache]()
+    kb = _Part[KnowledgeBase]()
+    backend = _Part[LLMBackend]()
+    registry = _Part[ModelRegistry]()
+    agents = _Part[dict[str, Agent]]()
+    router = _Part[HALORouter]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.home_path()
+        self._parts: dict[str, Any] = {}
         self._ready = False
         # True once the indexes are in memory too: a first request then loads nothing, so
         # only then may /health/ready say ok (false again while ensure_demo ingests).

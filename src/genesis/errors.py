@@ -31,6 +31,7 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     │   └── SandboxError
     ├── PromptBudgetError
     ├── ExecutorClosedError
+    ├── NotWarmedUpError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -60,6 +61,7 @@ __all__ = [
     "LLMRateLimitError",
     "LLMServerError",
     "LLMTimeoutError",
+    "NotWarmedUpError",
     "OverloadedError",
     "PermissionDeniedError",
     "PromptBudgetError",
@@ -200,6 +202,10 @@ class PromptBudgetError(GenesisError):
 
 class ExecutorClosedError(GenesisError):
     """CPU work was sent to the executor after its shutdown (the app is closing)."""
+
+
+class NotWarmedUpError(GenesisError):
+    """A component of :class:`genesis.app.Genesis` was used before ``await warm_up()``."""
 
 
 class ServiceError(GenesisError):
