@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from genesis.knowledge._base import IngestReport, KnowledgeBase, SearchMode, embedding_text
+from genesis.knowledge._batcher import QueryBatcher
 from genesis.knowledge._bm25 import BM25Index, bm25_terms, rrf_fuse
 from genesis.knowledge._chunking import (
     SUPPORTED_EXTENSIONS,
@@ -17,7 +18,13 @@ from genesis.knowledge._chunking import (
     iter_source_files,
 )
 from genesis.knowledge._embedded import EmbeddedVectorStore
-from genesis.knowledge._embedder import Embedder, MiniLMEmbedder, default_model_dir
+from genesis.knowledge._embedder import (
+    Embedder,
+    MiniLMEmbedder,
+    Vector,
+    default_model_dir,
+    pin_blas_threads,
+)
 from genesis.knowledge._store import VectorHit, VectorStore, check_collection_name
 from genesis.knowledge._types import Chunk, ScoredChunk, content_hash
 
@@ -34,9 +41,11 @@ __all__ = [
     "KnowledgeBase",
     "MiniLMEmbedder",
     "QdrantVectorStore",
+    "QueryBatcher",
     "ScoredChunk",
     "SearchMode",
     "VectorHit",
+    "Vector",
     "VectorStore",
     "bm25_terms",
     "check_collection_name",
@@ -46,6 +55,7 @@ __all__ = [
     "default_model_dir",
     "embedding_text",
     "iter_source_files",
+    "pin_blas_threads",
     "rrf_fuse",
 ]
 

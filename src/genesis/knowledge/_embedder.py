@@ -301,14 +301,14 @@ class _OnnxRuntime:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initializers are noise here
-        model: str | bytes = (
-            str(_onnx.cached_model_path(model_dir, fingerprint, cache))
-            if cache is not None
-            else _onnx.build_model_bytes(model_dir)
-        )
         try:
+            model: str | bytes = (
+                str(_onnx.cached_model_path(model_dir, fingerprint, cache))
+                if cache is not None
+                else _onnx.build_model_bytes(model_dir)
+            )
             self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped pybind errors
+        except Exception as exc:  # OSError, or onnxruntime's own untyped pybind errors
             raise RetrievalError(f"cannot load the ONNX embedder graph: {exc}") from exc
 
     def run(self, ids: _I64, mask: _I64) -> _F32:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -141,7 +143,7 @@ def build_model_bytes(model_dir: Path) -> bytes:
 
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     raw = {
-        k: v.astype(np.float32)
+        k: v.astype(np.float32, copy=False)
         for k, v in load_file(str(model_dir / "model.safetensors")).items()
         if v.dtype.kind == "f"
     }
@@ -166,17 +168,30 @@ def build_model_bytes(model_dir: Path) -> bytes:
 
 
 def cached_model_path(model_dir: Path, fingerprint: str, cache_dir: Path) -> Path:
-    """The graph for ``model_dir`` under ``cache_dir``, written once (atomically) if missing.
+    """The graph for ``model_dir`` under ``cache_dir``, written once if missing.
 
     The name carries the model fingerprint and ``GRAPH_VERSION``, so another model or a
-    changed graph never reuses a stale file; concurrent writers each rename a complete file.
+    changed graph never reuses a stale file. The build runs in a child process: it holds
+    ~4 copies of the 90 MB of weights at its peak (arrays, protobuf, serialized bytes), which
+    the serving process would otherwise keep as RSS (measured: 300 MB vs 200 MB after load).
     """
     path = cache_dir / f"{fingerprint}-onnx{GRAPH_VERSION}.onnx"
     if path.is_file():
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "genesis.knowledge._onnx", str(model_dir), str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0 or not path.is_file():
+        raise OSError(f"building the ONNX graph failed: {done.stderr.strip()[-2000:]}")
+    logger.info("wrote ONNX graph of %s to %s", fingerprint, path)
+    return path
+
+
+def write_model(model_dir: Path, path: Path) -> None:
+    """Build the graph and write it to ``path`` atomically (concurrent writers are safe:
+    each renames a complete file over the other's)."""
     data = build_model_bytes(model_dir)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -184,5 +199,7 @@ def cached_model_path(model_dir: Path, fingerprint: str, cache_dir: Path) -> Pat
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    logger.info("wrote ONNX graph of %s to %s", fingerprint, path)
-    return path
+
+
+if __name__ == "__main__":  # the child process of `cached_model_path`
+    write_model(Path(sys.argv[1]), Path(sys.argv[2]))
