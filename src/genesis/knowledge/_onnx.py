@@ -180,7 +180,9 @@ def cached_model_path(model_dir: Path, fingerprint: str, cache_dir: Path) -> Pat
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "genesis.knowledge._onnx", str(model_dir), str(path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    # The child imports this very genesis, wherever the parent found it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
     if done.returncode != 0 or not path.is_file():
         raise OSError(f"building the ONNX graph failed: {done.stderr.strip()[-2000:]}")
     logger.info("wrote ONNX graph of %s to %s", fingerprint, path)
