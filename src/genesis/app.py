@@ -41,6 +41,7 @@ from genesis.knowledge import (
     IngestReport,
     KnowledgeBase,
     MiniLMEmbedder,
+    QueryBatcher,
     ScoredChunk,
     VectorStore,
 )
@@ -110,6 +111,7 @@ class Genesis:
     """
 
     embedder = _Part[MiniLMEmbedder]()
+    batcher = _Part[QueryBatcher]()
     tokenizer = _Part[Tokenizer]()
     encoder = _Part[SegmentEncoder]()
     store = _Part[TokenStore]()
@@ -177,7 +179,14 @@ class Genesis:
     async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.home.mkdir(parents=True, exist_ok=True)
-        self.embedder = MiniLMEmbedder()
+        # The ONNX graph of the model is written once, next to the knowledge base.
+        self.embedder = MiniLMEmbedder(cache_dir=self.home / "models")
+        self.batcher = QueryBatcher(
+            self.embedder,
+            max_batch=s.knowledge.query_batch_max,
+            max_wait_ms=s.knowledge.query_batch_wait_ms,
+        )
+        stack.push_async_callback(self.batcher.aclose)
         self.tokenizer = await self._build_tokenizer()
         if isinstance(self.tokenizer, RemoteTokenizer):
             stack.push_async_callback(self.tokenizer.aclose)
@@ -201,6 +210,7 @@ class Genesis:
             self._build_vector_store(),
             chunk_tokens=s.knowledge.chunk_tokens,
             count_tokens=self._chunk_counter().count,
+            embed_query_async=self.batcher.embed_query,
         )
         stack.push_async_callback(self.kb.aclose)
         self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
@@ -211,6 +221,7 @@ class Genesis:
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
             embed_batch=self.embedder.embed_documents,
+            embed_async=self.batcher.embed_query,
             card_cache=CardEmbeddingCache(self.home / "router", self.embedder.fingerprint),
             threshold=s.router.threshold,
             default_agent=s.router.default_agent,

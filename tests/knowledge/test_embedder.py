@@ -1,7 +1,8 @@
-"""The pure-NumPy MiniLM embedder matches sentence-transformers."""
+"""The MiniLM embedder (ONNX Runtime and NumPy) matches sentence-transformers."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,56 @@ def test_production_code_never_imports_torch() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_bad_runtime_settings_are_refused() -> None:
+    with pytest.raises(RetrievalError, match="embedder settings"):
+        MiniLMEmbedder(runtime="torch")  # type: ignore[arg-type]
+    with pytest.raises(RetrievalError, match="embedder settings"):
+        MiniLMEmbedder(threads=0)
+
+
+def test_query_cache_lookup_and_store_never_compute() -> None:
+    model = MiniLMEmbedder(query_cache_size=2)
+    assert model.cached_query("a") is None
+    stored = model.cache_query("a", np.ones(384, dtype=np.float32))
+    assert model.cached_query("a") is stored and not stored.flags.writeable
+    model.cache_query("b", np.zeros(384, dtype=np.float32))
+    model.cached_query("a")  # "a" is now the most recent: "b" is evicted next
+    model.cache_query("c", np.zeros(384, dtype=np.float32))
+    assert model.cached_query("b") is None and model.cached_query("a") is stored
+    assert model.embed_query("a") is stored  # embed_query reads the same cache
+
+
+@pytest.mark.slow
+def test_onnx_graph_is_cached_by_fingerprint_and_reused(tmp_path: Path) -> None:
+    first = MiniLMEmbedder(cache_dir=tmp_path)
+    vector = first.embed_documents(["cached graph"])[0]
+    (graph,) = tmp_path.glob("*.onnx")
+    assert graph.name.startswith(first.fingerprint)
+    stamp = graph.stat().st_mtime_ns
+    second = MiniLMEmbedder(cache_dir=tmp_path)
+    np.testing.assert_allclose(second.embed_documents(["cached graph"])[0], vector, atol=1e-6)
+    assert graph.stat().st_mtime_ns == stamp and list(tmp_path.iterdir()) == [graph]
+
+
+@pytest.mark.slow
+def test_numpy_and_onnx_runtimes_agree(embedder: MiniLMEmbedder) -> None:
+    assert embedder.runtime == "onnx"
+    numpy_model = MiniLMEmbedder(runtime="numpy")
+    cosine = (numpy_model.embed_documents(TEXTS) * embedder.embed_documents(TEXTS)).sum(axis=1)
+    assert cosine.min() >= 0.9999
+    assert numpy_model.fingerprint == embedder.fingerprint
+
+
+@pytest.mark.slow
+def test_numpy_runtime_pins_blas_threads() -> None:
+    code = (
+        "from threadpoolctl import threadpool_info\n"
+        "from genesis.knowledge import MiniLMEmbedder\n"
+        "MiniLMEmbedder(runtime='numpy', threads=1).warm_up()\n"
+        "pools = [p for p in threadpool_info() if p['user_api'] == 'blas']\n"
+        "assert pools and all(p['num_threads'] == 1 for p in pools), pools\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)

@@ -15,6 +15,7 @@ from genesis.knowledge._base import (
     SyncSearchStore,
     embedding_text,
 )
+from genesis.knowledge._batcher import QueryBatcher
 from genesis.knowledge._bm25 import BM25Index, bm25_terms, rrf_fuse
 from genesis.knowledge._chunking import (
     SUPPORTED_EXTENSIONS,
@@ -23,7 +24,13 @@ from genesis.knowledge._chunking import (
     iter_source_files,
 )
 from genesis.knowledge._embedded import EmbeddedVectorStore
-from genesis.knowledge._embedder import Embedder, MiniLMEmbedder, default_model_dir
+from genesis.knowledge._embedder import (
+    Embedder,
+    MiniLMEmbedder,
+    Vector,
+    default_model_dir,
+    pin_blas_threads,
+)
 from genesis.knowledge._store import VectorHit, VectorStore, check_collection_name
 from genesis.knowledge._types import Chunk, ScoredChunk, content_hash
 
@@ -40,10 +47,12 @@ __all__ = [
     "KnowledgeBase",
     "MiniLMEmbedder",
     "QdrantVectorStore",
+    "QueryBatcher",
     "ScoredChunk",
     "SearchMode",
     "SyncSearchStore",
     "VectorHit",
+    "Vector",
     "VectorStore",
     "bm25_terms",
     "check_collection_name",
@@ -53,6 +62,7 @@ __all__ = [
     "default_model_dir",
     "embedding_text",
     "iter_source_files",
+    "pin_blas_threads",
     "rrf_fuse",
 ]
 
