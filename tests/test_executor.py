@@ -83,3 +83,17 @@ async def test_a_shut_down_executor_refuses_work_with_a_genesis_error() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers must be >= 1"):
         CpuExecutor(0)
+
+
+async def test_worker_threads_run_at_a_lower_priority_than_the_loop() -> None:
+    import os
+
+    executor = CpuExecutor(1, nice=7)
+    try:
+        theirs = await executor.run(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
+        assert theirs == 7
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 7
+    finally:
+        executor.shutdown()
