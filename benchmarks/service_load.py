@@ -242,6 +242,8 @@ class Phase:
 
     def __init__(self) -> None:
         self.latencies_ms: list[float] = []
+        # Server-Timing of each answered request: where the server says the time went.
+        self.stages_ms: dict[str, list[float]] = {}
         self.errors = 0
         self.first_error = ""
         self.elapsed_s = 0.0
@@ -263,7 +265,16 @@ class Phase:
             "p99_ms": round(p99, 2),
             "requests": len(lat),
             "errors": self.errors,
+            "server_p50_ms": {
+                stage: round(statistics.median(v), 3) for stage, v in self.stages_ms.items()
+            },
         }
+
+    def record_timing(self, header: str) -> None:
+        for item in header.split(","):
+            name, _, dur = item.strip().partition(";dur=")
+            with contextlib.suppress(ValueError):
+                self.stages_ms.setdefault(name, []).append(float(dur))
 
 
 async def run_phase(
@@ -302,6 +313,7 @@ async def run_phase(
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
             if ok:
                 phase.latencies_ms.append((time.perf_counter() - began) * 1000.0)
+                phase.record_timing(response.headers.get("server-timing", ""))
             else:
                 phase.errors += 1
                 phase.first_error = phase.first_error or detail
