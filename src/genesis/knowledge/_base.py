@@ -63,6 +63,9 @@ CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (collection, source, ordin
 _CHUNK_COLUMNS = "id, collection, source, heading, ordinal, text, hash, metadata"
 # Candidates taken from each retriever before fusion: RRF needs some depth to reorder.
 _FUSION_DEPTH = 30
+# Chunks of several files embedded in one call at ingest: sorted by length together they
+# pad less than file by file (measured ~14% faster on the FastAPI docs).
+_EMBED_GROUP = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,16 @@ class _FileState:
     sha256: str
     mtime: float
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Changed:
+    """A changed or new file, read and chunked, waiting for its group's embedding."""
+
+    rel: str
+    state: _FileState
+    chunks: list[Chunk]
+    new: bool
 
 
 @dataclass(slots=True)
@@ -223,8 +236,21 @@ class KnowledgeBase:
         known = await self._known_files(collection)
         counts = _Counts()
         try:
+            group: list[_Changed] = []
             for done, (rel, path) in enumerate(files, start=1):
-                await self._ingest_file(collection, rel, path, known.get(rel), counts)
+                try:
+                    changed_file = await self._read_file(
+                        collection, rel, path, known.get(rel), counts
+                    )
+                except IngestError:
+                    # The files read before the bad one are committed, as file by file.
+                    await self._write_group(collection, group, counts)
+                    raise
+                if changed_file is not None:
+                    group.append(changed_file)
+                if done == len(files) or sum(len(f.chunks) for f in group) >= _EMBED_GROUP:
+                    await self._write_group(collection, group, counts)
+                    group = []
                 if progress is not None:
                     progress(done, len(files), rel)
             for rel in sorted(set(known) - {rel for rel, _ in files}):
@@ -277,25 +303,37 @@ class KnowledgeBase:
             ).fetchall()
         return {r[0]: _FileState(r[1], r[2], r[3]) for r in rows}
 
-    async def _ingest_file(
+    async def _read_file(
         self, collection: str, rel: str, path: Path, prev: _FileState | None, counts: _Counts
-    ) -> None:
+    ) -> _Changed | None:
+        """The file's new chunks when it changed (or is new); None when it did not."""
         state, data = await run_cpu(_read_if_changed, path, prev)
         if data is None:
             counts.unchanged += 1
-            return
+            return None
         if prev is not None and prev.sha256 == state.sha256:
             await run_cpu(self._save_file, collection, rel, state, None)
             counts.unchanged += 1
-            return
+            return None
         chunks = await run_cpu(self._chunk, collection, rel, path, data)
-        counts.chunks_removed += await self._replace_chunks(collection, rel, chunks)
-        await run_cpu(self._save_file, collection, rel, state, chunks)
-        counts.chunks_added += len(chunks)
-        if prev is None:
-            counts.added += 1
-        else:
-            counts.changed += 1
+        return _Changed(rel, state, chunks, prev is None)
+
+    async def _write_group(self, collection: str, group: list[_Changed], counts: _Counts) -> None:
+        """Embed the chunks of several changed files in ONE call (sorted by length inside, so
+        less padding than file by file), then write and commit each file on its own."""
+        texts = [embedding_text(c) for f in group for c in f.chunks]
+        vectors = await run_cpu(self._embedder.embed_documents, texts) if texts else None
+        start = 0
+        for f in group:
+            rows = vectors[start : start + len(f.chunks)] if vectors is not None else None
+            start += len(f.chunks)
+            counts.chunks_removed += await self._replace_chunks(collection, f.rel, f.chunks, rows)
+            await run_cpu(self._save_file, collection, f.rel, f.state, f.chunks)
+            counts.chunks_added += len(f.chunks)
+            if f.new:
+                counts.added += 1
+            else:
+                counts.changed += 1
 
     def _chunk(self, collection: str, rel: str, path: Path, data: bytes) -> list[Chunk]:
         try:
@@ -310,16 +348,24 @@ class KnowledgeBase:
             count_tokens=self._count_tokens,
         )
 
-    async def _replace_chunks(self, collection: str, rel: str, chunks: Sequence[Chunk]) -> int:
-        """Write ``chunks`` of ``rel`` to the store; delete its old chunks that are gone."""
+    async def _replace_chunks(
+        self,
+        collection: str,
+        rel: str,
+        chunks: Sequence[Chunk],
+        vectors: npt.NDArray[np.float32] | None = None,
+    ) -> int:
+        """Write ``chunks`` of ``rel`` (with their ``vectors`` when already embedded) to the
+        store; delete its old chunks that are gone."""
         old = await run_cpu(self._chunk_ids_of, collection, rel)
         new_ids = {c.id for c in chunks}
         stale = [i for i in old if i not in new_ids]
         if stale:
             await self._store.delete(collection, stale)
         if chunks:
-            texts = [embedding_text(c) for c in chunks]
-            vectors = await run_cpu(self._embedder.embed_documents, texts)
+            if vectors is None:
+                texts = [embedding_text(c) for c in chunks]
+                vectors = await run_cpu(self._embedder.embed_documents, texts)
             payloads = [{"source": c.source} for c in chunks]
             await self._store.upsert(collection, [c.id for c in chunks], vectors, payloads)
         return len(old)
