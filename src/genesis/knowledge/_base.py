@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from genesis._executor import run_cpu
+from genesis._executor import current_executor, run_cpu
 from genesis.errors import IngestError, RetrievalError
 from genesis.knowledge._bm25 import BM25Index, rrf_fuse
 from genesis.knowledge._chunking import CountTokens, chunk_text, iter_source_files
@@ -318,11 +318,29 @@ class KnowledgeBase:
         chunks = await run_cpu(self._chunk, collection, rel, path, data)
         return _Changed(rel, state, chunks, prev is None)
 
+    async def _embed_parallel(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """``embed_documents(texts)`` spread over the executor's workers: one forward pass per
+        worker at a time (each single-threaded) scales better on small matrices than one pass
+        with intra-op threads. Texts are dealt out in length order, so every share pads alike."""
+        parts = min(current_executor().workers, max(1, len(texts) // 8))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        shares = [order[k::parts] for k in range(parts)]
+        results = await asyncio.gather(
+            *(
+                run_cpu(self._embedder.embed_documents, [texts[i] for i in share])
+                for share in shares
+            )
+        )
+        out = np.empty((len(texts), self._embedder.dim), dtype=np.float32)
+        for share, rows in zip(shares, results, strict=True):
+            out[share] = rows
+        return out
+
     async def _write_group(self, collection: str, group: list[_Changed], counts: _Counts) -> None:
         """Embed the chunks of several changed files in ONE call (sorted by length inside, so
         less padding than file by file), then write and commit each file on its own."""
         texts = [embedding_text(c) for f in group for c in f.chunks]
-        vectors = await run_cpu(self._embedder.embed_documents, texts) if texts else None
+        vectors = await self._embed_parallel(texts) if texts else None
         start = 0
         for f in group:
             rows = vectors[start : start + len(f.chunks)] if vectors is not None else None
