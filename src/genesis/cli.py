@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from genesis.errors import GenesisError
+
+if TYPE_CHECKING:  # the CLI imports these lazily: a warm `genesis ask` starts fast
+    from genesis.agents import TaskResult
+    from genesis.app import AskResult, Genesis
+    from genesis.knowledge import IngestReport, ScoredChunk
+    from genesis.router import RouteDecision
 
 T = TypeVar("T")
 
@@ -70,7 +76,7 @@ def main(
     _state.update(env=env, config_dir=config_dir, overrides=overrides)
 
 
-def _open() -> Any:
+def _open() -> Genesis:
     from genesis.app import Genesis
 
     return Genesis.from_config(
@@ -80,7 +86,7 @@ def _open() -> Any:
     )
 
 
-def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+def _run(work: Callable[[Genesis], Awaitable[T]]) -> T:
     """Open the app, run ``work(app)``, close it; GenesisError -> exit 2 with the message."""
 
     async def go() -> T:
@@ -152,7 +158,7 @@ def ask(
 ) -> None:
     """Answer a question through an agent (ingests the demo knowledge base on first run)."""
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> AskResult:
         with _progress("Preparing demo knowledge base", as_json) as progress:
             await genesis.ensure_demo(progress=progress)
         return await genesis.ask(question, agent=agent, collection=collection, top_k=top_k)
@@ -164,7 +170,7 @@ def ask(
     _print_answer(result)
 
 
-def _print_answer(result: Any) -> None:
+def _print_answer(result: AskResult) -> None:
     answer = result.answer
     out.print(f"[bold]{result.agent}[/] [dim]({escape(result.route_reason)})[/]\n")
     out.print(answer.answer, highlight=False, markup=False)
@@ -219,7 +225,7 @@ def run_task(
     }
     options = {name: value for name, value in given.items() if value is not None}
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> TaskResult:
         runner = genesis.agent(agent)
         request = runner.request(text, **options)  # a wrong option fails before any work
         await genesis.ensure_demo(progress=None)
@@ -248,7 +254,7 @@ def ingest(
 ) -> None:
     """Ingest a folder into a collection (unchanged files cost nothing)."""
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> IngestReport:
         with _progress(f"Ingesting into {collection}", as_json) as progress:
             return await genesis.ingest(path, collection, progress=progress)
 
@@ -271,7 +277,7 @@ def search(
     if mode not in ("hybrid", "dense", "bm25"):
         raise typer.BadParameter(f"--mode must be hybrid, dense or bm25, not {mode!r}")
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> list[ScoredChunk]:
         await genesis.ensure_demo(progress=None)
         return await genesis.search(query, collection, top_k=top_k, mode=mode)
 
@@ -292,9 +298,9 @@ def search(
         out.print_json(json.dumps(rows, ensure_ascii=False))
         return
     table = Table("rank", "score", "source", "heading")
-    for row in rows:
+    for h in hits:
         table.add_row(
-            str(row["rank"]), f"{row['score']:.4f}", escape(row["source"]), escape(row["heading"])
+            str(h.rank), f"{h.score:.4f}", escape(h.chunk.source), escape(h.chunk.heading)
         )
     out.print(table)
 
@@ -307,8 +313,8 @@ def route(
 ) -> None:
     """Show which agent the HALO router picks for a task, and why."""
 
-    async def work(genesis: Any) -> Any:
-        return genesis.route(text, agent=agent)
+    async def work(genesis: Genesis) -> RouteDecision:
+        return await genesis.route_async(text, agent=agent)
 
     decision = _run(work)
     payload = {
@@ -329,7 +335,7 @@ def route(
 def cache_stats(as_json: JsonOpt = False) -> None:
     """Token cache statistics (entries, bytes, hits and misses by tier, breaker)."""
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> dict[str, Any]:
         return await genesis.cache_stats()
 
     stats = _run(work)
@@ -342,7 +348,7 @@ def cache_stats(as_json: JsonOpt = False) -> None:
 def cache_warm(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
     """Tokenize every chunk of a collection (or all) into the cache ahead of traffic."""
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> dict[str, int]:
         await genesis.ensure_demo(progress=None)
         return await genesis.cache_warm(collection)
 
@@ -356,7 +362,7 @@ def cache_warm(collection: CollectionOpt = None, as_json: JsonOpt = False) -> No
 def cache_clear(collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
     """Drop the cached token IDs of a collection (or of all collections)."""
 
-    async def work(genesis: Any) -> Any:
+    async def work(genesis: Genesis) -> dict[str, int]:
         return await genesis.cache_clear(collection)
 
     result = _run(work)
