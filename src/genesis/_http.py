@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -180,3 +181,15 @@ def _log_upstream(what: str, problem: str, detail: str, known: Sequence[str] = (
         redact_excerpt(detail, _EXCERPT_CHARS, known),
         extra={"upstream_problem": problem},
     )
+
+
+def new_client() -> httpx.AsyncClient:
+    """The HTTP client for inference servers: TCP_NODELAY on every connection.
+
+    httpx writes a request's headers and body in separate sends; with Nagle's algorithm on,
+    the body of a prompt of token IDs waited for the server's delayed ACK (measured here on
+    loopback: a completions call to a server that answers at once took 49 ms, 40 of them
+    that wait).
+    """
+    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(socket_options=options))

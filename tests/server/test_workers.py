@@ -118,3 +118,22 @@ def test_two_workers_answer_and_report_metrics_summed_over_both(two_workers: str
         assert len(set(re.findall(r'^genesis_process_up\{pid="(\d+)"\}', text, re.M))) == 2
         assert _requests_total(text) == len(questions)
         assert "genesis_event_loop_lag_ms_bucket" in text
+
+
+def test_served_connections_get_tcp_nodelay_whatever_the_listening_socket() -> None:
+    """uvicorn's --workers socket has proto 0, where asyncio leaves Nagle on (a response's
+    body then waited ~40 ms for the client's delayed ACK)."""
+    import socket
+
+    from genesis.server._workers import NoDelayH11Protocol, set_nodelay
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # proto 0, as uvicorn binds
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    with listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+            set_nodelay(accepted)
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert "set_nodelay" in NoDelayH11Protocol.connection_made.__code__.co_names

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from genesis._http import (
     auth_headers,
     first_choice,
+    new_client,
     normalize_base_url,
     post_json,
     usage_counts,
@@ -61,7 +62,7 @@ class _OpenAIStyleBackend:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            self._client = new_client()
         return self._client
 
     async def __aenter__(self) -> Self:

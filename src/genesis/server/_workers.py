@@ -12,10 +12,13 @@ the same ``--env``, ``--config-dir``, ``--home`` and ``--set`` the user gave. Th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from genesis.errors import ConfigError
 from genesis.observability import MULTIPROC_ENV, LoopLagMonitor, forget_this_process
@@ -101,7 +105,9 @@ def serve(options: ServeOptions, host: str, port: int, *, workers: int = 1) -> N
     logs = _log_config()
     if workers == 1:
         app = build_app(options)
-        uvicorn.run(app, host=host, port=port, log_config=logs, access_log=False)
+        uvicorn.run(
+            app, host=host, port=port, log_config=logs, access_log=False, http=NoDelayH11Protocol
+        )
         return
     with _worker_environment(options):
         uvicorn.run(
@@ -112,6 +118,7 @@ def serve(options: ServeOptions, host: str, port: int, *, workers: int = 1) -> N
             port=port,
             log_config=logs,
             access_log=False,
+            http=NoDelayH11Protocol,
         )
 
 
@@ -144,3 +151,24 @@ def _worker_environment(options: ServeOptions) -> Iterator[Path]:
             else:
                 os.environ[key] = value
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with TCP_NODELAY on every connection.
+
+    asyncio sets TCP_NODELAY only on sockets whose ``proto`` is IPPROTO_TCP; the listening
+    socket uvicorn binds for ``--workers`` (and any socket made with ``socket.socket()``)
+    has proto 0, so every response's body waited behind its headers for the client's delayed
+    ACK: measured here, 40 ms added to each request on loopback.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        set_nodelay(transport.get_extra_info("socket"))
+        super().connection_made(transport)
+
+
+def set_nodelay(sock: socket.socket | None) -> None:
+    """TCP_NODELAY on a TCP socket (anything else is left alone)."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

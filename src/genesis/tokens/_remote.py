@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from genesis._http import auth_headers, normalize_base_url, post_json
+from genesis._http import auth_headers, new_client, normalize_base_url, post_json
 from genesis.errors import LLMError, TokenizerError
 from genesis.tokens._protocol import TokenIds, as_token_ids
 
@@ -58,7 +58,7 @@ class RemoteTokenizer:
         self._model = model
         self._headers = auth_headers(api_key)
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient()
+        self._client = client if client is not None else new_client()
         self._configured_vocab = vocab_size
         self._timeout = timeout_s
         self._fingerprint: str | None = None
