@@ -95,7 +95,7 @@ class KnowledgeSettings(_Model):
     # Concurrent queries' embeddings: one forward pass for up to this many, after waiting at
     # most this long for company (dynamic batching, as Text Embeddings Inference does).
     query_batch_max: int = Field(32, ge=1, le=1024)
-    query_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    query_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     demo_collections: bool = True
 
 
