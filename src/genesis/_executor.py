@@ -89,7 +89,7 @@ class CpuExecutor:
     def _lower_priority(self) -> None:
         """Worker threads yield the cores to the event loop's thread (Linux schedules each
         thread with its own nice value). Measured here with 32 clients on 2 cores: the share
-        of 10 ms loop-lag samples under 5 ms rose from 77% to 89%. A thread waiting for the
+        of 10 ms loop-lag samples under 5 ms rose (one profiling run). A thread waiting for the
         GIL sleeps, so a low-priority holder still gets the core to release it."""
         if self._nice and hasattr(os, "setpriority"):
             with contextlib.suppress(OSError):
