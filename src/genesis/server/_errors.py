@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,20 +66,23 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# The first entry an error is an instance of gives its status (order matters).
+_STATUS: tuple[tuple[type[GenesisError], int], ...] = (
+    (UnknownAgentError, 404),
+    (UnknownCollectionError, 404),
+    (RequestTooLargeError, 413),
+    (FeatureDisabledError, 403),
+    (OverloadedError, 503),
+    (NotWarmedUpError, 503),
+    (PromptBudgetError, 422),
+    (ConfigError, 422),
+    (LLMError, 502),
+    (AgentError, 500),
+)
+
+
 def status_for(exc: GenesisError) -> int:
-    table: Sequence[tuple[type[GenesisError], int]] = (
-        (UnknownAgentError, 404),
-        (UnknownCollectionError, 404),
-        (RequestTooLargeError, 413),
-        (FeatureDisabledError, 403),
-        (OverloadedError, 503),
-        (NotWarmedUpError, 503),
-        (PromptBudgetError, 422),
-        (ConfigError, 422),
-        (LLMError, 502),
-        (AgentError, 500),
-    )
-    for kind, status in table:
+    for kind, status in _STATUS:
         if isinstance(exc, kind):
             return status
     # An error class may carry its own status (the auth and rate-limit errors do).
