@@ -185,6 +185,8 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, response: Response) -> ChatCompletion:
+        if body.stream:
+            raise ValueError("stream: true is not supported yet; call without streaming")
         question = _last_user_message(body.messages)
         agent = None if body.model in ("genesis", "auto") else body.model
         result = await _answer(genesis, question, agent, None)

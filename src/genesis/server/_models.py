@@ -71,6 +71,9 @@ _HAS_USER_TEXT = {
 class ChatBody(BaseModel):
     # OpenAI clients send fields Genesis does not use (e.g. ``stream: false``): allowed here.
     model: Name = "genesis"
+    # Streaming is not built yet: refused with a 422 rather than answered as plain JSON, which
+    # an SDK asking for a stream silently reads as zero chunks.
+    stream: bool = False
     messages: Annotated[
         list[ChatMessage],
         Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra=_HAS_USER_TEXT),
