@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 # Bounds on what one request may carry. A question is also checked against the agent's token
 # budget before it is embedded; these stop a 10 MB string before it is even parsed further.
@@ -73,7 +73,7 @@ class ChatBody(BaseModel):
     model: Name = "genesis"
     # Streaming is not built yet: refused with a 422 rather than answered as plain JSON, which
     # an SDK asking for a stream silently reads as zero chunks.
-    stream: bool = False
+    stream: StrictBool = False
     messages: Annotated[
         list[ChatMessage],
         Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra=_HAS_USER_TEXT),
