@@ -46,6 +46,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # schemathesis keeps a cache folder where it runs
         )
     report = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
