@@ -44,6 +44,7 @@ __all__ = [
     "Scope",
     "ServerSettings",
     "Settings",
+    "StoreSettings",
     "TokenizerSettings",
     "load_settings",
     "redact_url",
@@ -233,6 +234,15 @@ class AuthSettings(_Model):
         return value
 
 
+class StoreSettings(_Model):
+    # None: SQLite at GENESIS_HOME/genesis.db; postgresql://user@host:5432/db at scale.
+    url: SecretStr | None = None
+    # The background queue in front of the store: bounded; a full queue counts what it drops.
+    queue_max: int = Field(10_000, ge=1, le=10_000_000)
+    batch_max: int = Field(500, ge=1, le=100_000)
+    flush_interval_s: float = Field(0.5, gt=0, le=60)
+
+
 class ObservabilitySettings(_Model):
     metrics: bool = True
     analytics: bool = True
@@ -249,6 +259,7 @@ class Settings(_Model):
     router: RouterSettings = RouterSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
+    store: StoreSettings = StoreSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     agents: dict[str, AgentProfile] = {}
 

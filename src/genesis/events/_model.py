@@ -1,0 +1,78 @@
+"""One event per request: what the cost tracker, usage reports and rollout statistics read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Outcome = Literal["ok", "error", "abstained"]
+Variant = Literal["finetuned", "baseline"]
+UnitKind = Literal["user", "session", "request"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """What one request did and cost. ``ts`` is Unix seconds (UTC); ``cost_usd`` comes from
+    the price table in configuration (0.0 for the offline extractive backend)."""
+
+    ts: float
+    request_id: str
+    agent: str
+    model: str
+    outcome: Outcome
+    latency_ms: float
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the token cache (not tokenized now)
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    session_id: str | None = None
+    key_id: str | None = None
+    experiment: str | None = None
+    variant: Variant | None = None
+    unit_kind: UnitKind | None = None
+    fallback: bool = False
+    fallback_reason: str | None = None
+    cache_l1: int = 0  # chunk lookups served by the in-process tier
+    cache_l2: int = 0  # ... by Redis (or the store's shared tier)
+    cache_miss: int = 0  # ... tokenized for this request
+    abstained: bool = False
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    request_id: str
+    score: float
+    comment: str | None
+    ts: float
+
+
+class EventStore(Protocol):
+    """Where events land. Contract (``genesis.testing.event_store_contract``):
+
+    - ``write`` stores a batch atomically; writing a request id twice keeps the first.
+    - ``events`` returns stored events with ``since <= ts < until``, oldest first, filtered by
+      each argument that is not None.
+    - ``add_feedback`` attaches a score to a stored request id (False when the id is unknown);
+      the latest feedback for an id wins.
+    - Every call blocks: callers run it off the event loop.
+    """
+
+    def write(self, events: Sequence[RequestEvent]) -> None: ...
+
+    def events(
+        self,
+        *,
+        agent: str | None = None,
+        session_id: str | None = None,
+        experiment: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[RequestEvent]: ...
+
+    def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool: ...
+
+    def feedback(self, request_ids: Sequence[str]) -> dict[str, Feedback]: ...
+
+    def close(self) -> None: ...
