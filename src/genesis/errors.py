@@ -32,6 +32,7 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     ├── PromptBudgetError
     ├── ExecutorClosedError
     ├── NotWarmedUpError
+    ├── SessionError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -71,6 +72,7 @@ __all__ = [
     "SandboxError",
     "SegmentBoundaryError",
     "ServiceError",
+    "SessionError",
     "TokenizerError",
     "UnknownAgentError",
     "UnknownCollectionError",
@@ -206,6 +208,12 @@ class ExecutorClosedError(GenesisError):
 
 class NotWarmedUpError(GenesisError):
     """A component of :class:`genesis.app.Genesis` was used before ``await warm_up()``."""
+
+
+class SessionError(GenesisError):
+    """The session store (conversation memory) failed or is unreachable (503 over HTTP)."""
+
+    status_code = 503
 
 
 class ServiceError(GenesisError):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import gc
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from genesis.app import AskResult
@@ -25,7 +24,6 @@ from genesis.observability import (
     record_request,
     render_metrics,
 )
-from genesis.rag import RAGUsage
 from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers
 from genesis.server._limits import (
@@ -38,9 +36,6 @@ from genesis.server._models import (
     AskBody,
     CacheBody,
     CacheStatsResponse,
-    ChatBody,
-    ChatCompletion,
-    ChatMessage,
     Health,
     Name,
     QueryBody,
@@ -50,6 +45,8 @@ from genesis.server._models import (
     RunBody,
     SearchHit,
 )
+from genesis.server._openai_compat import add_openai_routes
+from genesis.server._sessions import Conversation, add_session_routes, owner_of
 
 if TYPE_CHECKING:
     from genesis.app import Genesis
@@ -142,14 +139,20 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
         return [AgentInfo.model_validate(a) for a in genesis.describe_agents()]
 
     @app.post("/v1/ask")
-    async def ask(body: AskBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, body.agent, body.top_k)
+    async def ask(body: AskBody, request: Request, response: Response) -> AskResult:
+        chat = await Conversation.open(genesis.sessions, owner_of(request), body.session_id)
+        result = await _answer(genesis, body.question, body.agent, body.top_k, history=chat.history)
+        await chat.record(body.question, result.answer.answer, result.agent)
         _timed(response, result)
         return result
 
     @app.post("/v1/agents/{agent}/query")
-    async def query(agent: Name, body: QueryBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, agent, body.top_k)
+    async def query(
+        agent: Name, body: QueryBody, request: Request, response: Response
+    ) -> AskResult:
+        chat = await Conversation.open(genesis.sessions, owner_of(request), body.session_id)
+        result = await _answer(genesis, body.question, agent, body.top_k, history=chat.history)
+        await chat.record(body.question, result.answer.answer, result.agent)
         _timed(response, result)
         return result
 
@@ -183,15 +186,8 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
             for h in hits
         ]
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody, response: Response) -> ChatCompletion:
-        if body.stream:
-            raise ValueError("stream: true is not supported yet; call without streaming")
-        question = _last_user_message(body.messages)
-        agent = None if body.model in ("genesis", "auto") else body.model
-        result = await _answer(genesis, question, agent, None)
-        _timed(response, result)
-        return _openai_chat_response(body.model, result)
+    add_openai_routes(app, genesis, _answer)
+    add_session_routes(app, genesis)
 
 
 def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
@@ -224,14 +220,15 @@ def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 async def _answer(
-    genesis: Genesis, question: str, agent: str | None, top_k: int | None
+    genesis: Genesis, question: str, agent: str | None, top_k: int | None, **options: Any
 ) -> AskResult:
+    """``genesis.ask`` with the request metrics; ``options`` are ask's keyword options."""
     begin = time.perf_counter()
     status = "error"
     # Only configured names become metric labels: a client's string must not grow the series.
     name = "auto" if agent is None else agent if agent in genesis.settings.agents else "unknown"
     try:
-        result = await genesis.ask(question, agent=agent, top_k=top_k)
+        result = await genesis.ask(question, agent=agent, top_k=top_k, **options)
         status, name = "ok", result.agent
         usage = result.answer.usage
         record_prompt_tokens(name, usage.prompt_tokens, usage.cached_tokens)
@@ -239,44 +236,3 @@ async def _answer(
     finally:
         backend = genesis.settings.llm.backend
         record_request(name, backend, status, (time.perf_counter() - begin) * 1000.0)
-
-
-def _last_user_message(messages: list[ChatMessage]) -> str:
-    for message in reversed(messages):
-        if message.role == "user" and message.content.strip():
-            return message.content
-    raise ValueError("messages must contain a non-empty user message")
-
-
-def _openai_usage(usage: RAGUsage) -> dict[str, Any]:
-    """The backend's own count when it gave one (a chat API counts its template too);
-    Genesis' cache savings only where the prompt went as Genesis' token IDs."""
-    prompt = usage.backend_prompt_tokens or usage.prompt_tokens
-    same_ids = prompt == usage.prompt_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": prompt + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens if same_ids else 0},
-    }
-
-
-def _openai_chat_response(model: str, result: AskResult) -> ChatCompletion:
-    answer = result.answer
-    return ChatCompletion.model_validate(
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.answer},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _openai_usage(answer.usage),
-            "genesis": result.as_dict(),
-        }
-    )
