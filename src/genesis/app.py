@@ -294,9 +294,10 @@ class Genesis:
     def _build_sessions(self) -> SessionStore:
         s = self.settings.sessions
         limits = SessionLimits(s.max_turns, s.ttl_s, s.max_turn_chars)
+        if self.settings.redis.cluster:
+            # The session store speaks to one Redis node; said at start, not hidden.
+            logger.warning("sessions: kept in-process (the Redis session store is single-node)")
         if self.settings.redis.url is None or self.settings.redis.cluster:
-            # A cluster would need the session key's slot; the single-node client covers
-            # the configured Redis, and a cluster deployment keeps sessions in-process.
             return InProcessSessionStore(limits, max_sessions=s.max_sessions)
         return RedisSessionStore.from_url(
             self.settings.redis.url.get_secret_value(),
