@@ -33,6 +33,7 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     ├── ExecutorClosedError
     ├── NotWarmedUpError
     ├── SessionError
+    │   └── UnknownSessionError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -76,6 +77,7 @@ __all__ = [
     "TokenizerError",
     "UnknownAgentError",
     "UnknownCollectionError",
+    "UnknownSessionError",
     "VectorStoreError",
 ]
 
@@ -214,6 +216,12 @@ class SessionError(GenesisError):
     """The session store (conversation memory) failed or is unreachable (503 over HTTP)."""
 
     status_code = 503
+
+
+class UnknownSessionError(SessionError):
+    """No turns are stored under this session id for this key (unknown or expired)."""
+
+    status_code = 404
 
 
 class ServiceError(GenesisError):

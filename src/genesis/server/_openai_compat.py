@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from genesis.agents import AnswerOptions
 from genesis.app import AskResult
@@ -66,6 +74,18 @@ _NEUTRAL: dict[str, object] = {
     "parallel_tool_calls": True,
 }
 Answer = Callable[..., Awaitable[AskResult]]
+# One server-sent event of a stream (``data`` holds a chunk's JSON, an error or [DONE]).
+_SSE_EVENT = {
+    "type": "object",
+    "description": "a server-sent event: data is a chat.completion.chunk, an error or [DONE]",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
 
 
 class TextPart(BaseModel):
@@ -119,7 +139,9 @@ _HAS_USER_TEXT = {
         "required": ["role", "content"],
     }
 }
-MaxTokens = Annotated[int, Field(ge=1, le=65_536)]
+# Strict numbers: the schema says number, so "5" (a string) is refused, not coerced.
+MaxTokens = Annotated[int, Strict(), Field(ge=1, le=65_536)]
+Number = Annotated[float, Strict()]
 
 
 class ChatBody(BaseModel):
@@ -136,19 +158,19 @@ class ChatBody(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    temperature: Annotated[float, Strict(), Field(ge=0, le=2)] | None = None
     stop: (
         Annotated[str, Field(min_length=1, max_length=64)]
         | Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=4)]
         | None
     ) = None
     user: Annotated[str, Field(max_length=128, pattern=SESSION_ID_PATTERN)] | None = None
-    n: Annotated[int, Field(ge=1, le=1, description="only 1: one choice per request")] | None = None
-    top_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logprobs: bool | None = None
-    parallel_tool_calls: bool | None = None
+    n: Annotated[int, Strict(), Field(ge=1, le=1, description="only 1")] | None = None
+    top_p: Number | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    logprobs: StrictBool | None = None
+    parallel_tool_calls: StrictBool | None = None
 
     @model_validator(mode="after")
     def _neutral_only(self) -> ChatBody:
@@ -250,7 +272,7 @@ def add_openai_routes(app: APIRouter, genesis: Genesis, answer: Answer) -> None:
     @app.post(
         "/v1/chat/completions",
         response_model=ChatCompletion,
-        responses={200: {"content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {MEDIA_TYPE: {"schema": _SSE_EVENT}}}},
     )
     async def chat(
         body: ChatBody,

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel
 
-from genesis.errors import GenesisError
+from genesis.errors import UnknownSessionError
 from genesis.memory import SESSION_ID_PATTERN, SessionStore, StoredTurn
 from genesis.rag import Turn
 from genesis.server._auth import principal_of
@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from genesis.app import Genesis
 
 SessionIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=SESSION_ID_PATTERN)]
-
-
-class SessionNotFoundError(GenesisError):
-    """No turns are stored under this session id for this key (unknown or expired)."""
-
-    status_code = 404
 
 
 class SessionTurn(BaseModel):
@@ -94,19 +88,25 @@ class Conversation:
 
 
 def add_session_routes(app: APIRouter, genesis: Genesis) -> None:
-    @app.get("/v1/sessions/{session_id}")
-    async def read_session(session_id: SessionIdPath, request: Request) -> SessionResponse:
-        view = await genesis.sessions.read(owner_of(request), session_id)
+    # One route for both methods: a 405 on this path then lists both in ``Allow``.
+    @app.api_route(
+        "/v1/sessions/{session_id}",
+        methods=["GET", "DELETE"],
+        response_model=SessionResponse | SessionDeleted,
+    )
+    async def session(session_id: SessionIdPath, request: Request) -> Any:
+        """GET: the turns this key stored under the id (404 when none). DELETE: forget
+        them (``deleted`` says whether there were any)."""
+        owner = owner_of(request)
+        if request.method == "DELETE":
+            deleted = await genesis.sessions.forget(owner, session_id)
+            return SessionDeleted(id=session_id, deleted=deleted)
+        view = await genesis.sessions.read(owner, session_id)
         if not view.turns:
-            raise SessionNotFoundError(f"no session {session_id!r} for this API key")
+            raise UnknownSessionError(f"no session {session_id!r} for this API key")
         turns = [SessionTurn(**_fields(t)) for t in view.turns]
         limit = genesis.sessions.limits.max_turns
         return SessionResponse(id=session_id, turns=turns, ttl_s=view.ttl_s, max_turns=limit)
-
-    @app.delete("/v1/sessions/{session_id}")
-    async def forget_session(session_id: SessionIdPath, request: Request) -> SessionDeleted:
-        deleted = await genesis.sessions.forget(owner_of(request), session_id)
-        return SessionDeleted(id=session_id, deleted=deleted)
 
 
 def _fields(turn: StoredTurn) -> dict[str, object]:

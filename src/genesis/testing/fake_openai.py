@@ -70,6 +70,7 @@ class FakeOpenAIServer:
         max_model_len: int = 8192,
         report_vocab_size: bool = False,
         timeout_sleep_s: float = 5.0,
+        stream_delay_s: float = 0.0,
     ) -> None:
         self.tokenizer = tokenizer
         self.model_names = list(model_names)
@@ -79,6 +80,8 @@ class FakeOpenAIServer:
         self.max_model_len = max_model_len
         self.report_vocab_size = report_vocab_size
         self.timeout_sleep_s = timeout_sleep_s
+        # Pause between streamed pieces, as a model's decoding takes (for benchmarks).
+        self.stream_delay_s = stream_delay_s
         self.received: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[Outcome]] = {}
         self._reply_scripts: dict[str, deque[str]] = {}
@@ -323,7 +326,7 @@ class FakeOpenAIServer:
                 if broken and n == 0:
                     yield b'data: {"error": {"message": "scripted break", "code": 500}}\n\n'
                     return
-                await asyncio.sleep(0)
+                await asyncio.sleep(self.stream_delay_s)
             yield event(None if chat else "", choice["finish_reason"])
             if usage:
                 data = {"id": "cmpl-fake", "choices": [], "usage": reply["usage"]}
