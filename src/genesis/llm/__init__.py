@@ -6,6 +6,7 @@ from genesis.llm._extractive import ExtractiveBackend
 from genesis.llm._factory import BackendKind, build_backend
 from genesis.llm._openai import ChatBackend, CompletionsBackend
 from genesis.llm._registry import ModelRegistry, ModelRoute, RegistryResult, reason_code
+from genesis.llm._stream import OpenedStream, StreamDelta, StreamingBackend
 from genesis.llm._types import (
     Citation,
     Generation,
@@ -29,7 +30,10 @@ __all__ = [
     "Message",
     "ModelRegistry",
     "ModelRoute",
+    "OpenedStream",
     "RegistryResult",
+    "StreamDelta",
+    "StreamingBackend",
     "Usage",
     "build_backend",
     "reason_code",
