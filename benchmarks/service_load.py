@@ -20,7 +20,7 @@ time (``--seconds``):
 
 Server-side figures come from ``/metrics`` (summed over the workers): ``loop_lag_p99_ms`` is
 the p99 of the event-loop lag samples taken during the two c32 phases (from the difference
-of the ``genesis_event_loop_lag_ms`` histogram before and after each phase, read at bucket
+of the ``genesis_event_loop_lag_seconds`` histogram before and after each phase, read at bucket
 resolution: the bound of the bucket that holds the 99th percentile); ``breaker_opened``
 counts token-cache breaker openings over the whole run (Redis stays healthy);
 ``redis_hit_share`` is L2 hits / (L2 hits + misses) of chunk lookups in the last phase.
@@ -348,9 +348,9 @@ def lag_buckets(delta: dict[str, float]) -> list[tuple[float, float]]:
     """Cumulative (upper bound ms, count) of the loop-lag histogram, sorted by bound."""
     out = []
     for key, count in delta.items():
-        match = re.fullmatch(r'genesis_event_loop_lag_ms_bucket\{le="([^"]+)"\}', key)
+        match = re.fullmatch(r'genesis_event_loop_lag_seconds_bucket\{le="([^"]+)"\}', key)
         if match:
-            out.append((float(match.group(1)), count))
+            out.append((float(match.group(1)) * 1000.0, count))
     return sorted(out)
 
 
@@ -432,8 +432,8 @@ async def measure(
             if tier.first_error:
                 errors["redis_tier.c32"] = tier.first_error
     lookups = "genesis_token_cache_lookups_total"
-    l2 = counter(second_run, lookups, tier="l2")
-    miss = counter(second_run, lookups, tier="miss")
+    l2 = counter(second_run, lookups, tier="l2", outcome="hit")
+    miss = counter(second_run, lookups, tier="l2", outcome="miss")
     opened = sum(
         counter(run, "genesis_breaker_opened_total", circuit="token-cache-l2")
         for run in (first_run, second_run)
