@@ -72,6 +72,7 @@ class EventStore(Protocol):
     - ``add_feedback`` attaches a score to a stored request id (False when the id is unknown);
       the latest feedback for an id wins.
     - ``usage`` sums requests, tokens and cost over the events the filters select
+      (``key_id``: only that API key's requests)
       (``since <= ts < until``), one row per distinct combination of the ``by`` columns
       (ordered by them; one row overall when ``by`` is empty and anything matched, none
       otherwise); an unknown group name is a ValueError.
@@ -97,6 +98,7 @@ class EventStore(Protocol):
         by: Sequence[UsageGroup] = (),
         agent: str | None = None,
         session_id: str | None = None,
+        key_id: str | None = None,
         since: float | None = None,
         until: float | None = None,
     ) -> list[UsageRow]: ...

@@ -118,6 +118,7 @@ class SqlEventStore:
         by: Sequence[UsageGroup] = (),
         agent: str | None = None,
         session_id: str | None = None,
+        key_id: str | None = None,
         since: float | None = None,
         until: float | None = None,
     ) -> list[UsageRow]:
@@ -130,7 +131,10 @@ class SqlEventStore:
                 for c in ("prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd")
             ),
         ]
-        query = sa.select(*keys, *sums).where(*_filters(agent, session_id, None, since, until))
+        where = _filters(agent, session_id, None, since, until)
+        if key_id is not None:
+            where.append(EVENTS.c.key_id == key_id)
+        query = sa.select(*keys, *sums).where(*where)
         query = query.group_by(*keys).order_by(*keys) if keys else query
         with self._db.engine.connect() as conn:
             rows = conn.execute(query).all()

@@ -166,9 +166,10 @@ class EventStoreContract:
             [
                 event(ts=T0, agent="support", session_id="s1"),
                 event(ts=T0 + 5, agent="support", session_id="s2"),
-                event(ts=T0 + 9, agent="qa", session_id="s1"),
+                event(ts=T0 + 9, agent="qa", session_id="s1", key_id="app"),
             ]
         )
+        assert store.usage(key_id="app")[0].requests == 1
         assert store.usage(agent="support")[0].requests == 2
         assert store.usage(session_id="s1")[0].requests == 2
         assert store.usage(since=T0 + 5)[0].requests == 2
