@@ -278,6 +278,8 @@ def add_usage_route(app: APIRouter, genesis: Genesis) -> None:
     ) -> UsageResponse:
         groups = _groups(by)
         key_id = _usage_key(genesis)
+        # Read your own writes: this process's queued events reach the store first.
+        await genesis.tracker.flush(timeout_s=2.0)
         store = await genesis.tracker.store()
         window = {"since": _time(since), "until": _time(until)}
         filters: dict[str, Any] = {"agent": agent, "session_id": session, "key_id": key_id}
