@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genesis.events import EventRecorder, EventStore, RequestEvent, open_event_store
+from genesis.events import EventRecorder, RequestEvent, open_event_store
 from genesis.observability import disable_metrics, enable_metrics, render_metrics
 from genesis.testing.event_store_contract import event
 
@@ -159,5 +159,3 @@ def test_a_failing_store_is_retried_then_counted(caplog: pytest.LogCaptureFixtur
     recorder.close()
     assert recorder.stats().failed == 1
     assert "1 events lost" in caplog.text
-
-
