@@ -455,6 +455,8 @@ def keys_hash() -> None:
 
 
 # Tracking commands live in their own module (events export, cost, profile).
-from genesis._cli_tracking import events_app  # noqa: E402
+from genesis._cli_tracking import cost, events_app, profile  # noqa: E402
 
 app.add_typer(events_app, name="events")
+app.command()(cost)
+app.command()(profile)

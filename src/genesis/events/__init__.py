@@ -7,7 +7,13 @@ CLI command that records nothing should not pay.
 
 from typing import TYPE_CHECKING, Any
 
-from genesis.events._export import ExportFormat, export_events, parse_time
+from genesis.events._export import (
+    USAGE_GROUPS,
+    ExportFormat,
+    export_events,
+    parse_time,
+    parse_usage_groups,
+)
 from genesis.events._model import (
     EventStore,
     Feedback,
@@ -23,6 +29,7 @@ from genesis.events._recorder import EventRecorder, RecorderStats
 from genesis.events._tracker import Tracker
 
 __all__ = [
+    "USAGE_GROUPS",
     "Cost",
     "EventRecorder",
     "EventStore",
@@ -41,6 +48,7 @@ __all__ = [
     "export_events",
     "open_event_store",
     "parse_time",
+    "parse_usage_groups",
 ]
 
 if TYPE_CHECKING:

@@ -10,12 +10,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from genesis.events._model import EventStore, RequestEvent
+from genesis.events._model import EventStore, RequestEvent, UsageGroup
 
 ExportFormat = Literal["jsonl", "parquet"]
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _FIELDS = fields(RequestEvent)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+# What users type (``--by``, ``?by=``) -> the store's grouping columns.
+USAGE_GROUPS: dict[str, UsageGroup] = {
+    "agent": "agent",
+    "model": "model",
+    "session": "session_id",
+    "day": "day",
+    "variant": "variant",
+}
+
+
+def parse_usage_groups(by: str) -> list[UsageGroup]:
+    """``"agent,day"`` -> the store's columns; ValueError names the choices."""
+    names = [g.strip() for g in by.split(",") if g.strip()]
+    unknown = [g for g in names if g not in USAGE_GROUPS]
+    if unknown:
+        raise ValueError(f"by: cannot group by {unknown}; choose among {', '.join(USAGE_GROUPS)}")
+    return [USAGE_GROUPS[g] for g in names]
 
 
 def parse_time(text: str, now: float | None = None) -> float:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genesis.events import RequestEvent, UsageGroup
+from genesis.events import RequestEvent, parse_usage_groups
 from genesis.observability import (
     begin_waterfall,
     current_waterfall,
@@ -242,15 +242,6 @@ class UsageResponse(BaseModel):
     total: UsageRowModel
 
 
-_GROUP_NAMES: dict[str, UsageGroup] = {
-    "agent": "agent",
-    "model": "model",
-    "session": "session_id",
-    "day": "day",
-    "variant": "variant",
-}
-
-
 def add_feedback_route(app: APIRouter, genesis: Genesis) -> None:
     @app.post("/v1/feedback", response_model=FeedbackResponse)
     async def feedback(body: FeedbackBody) -> Response:
@@ -276,7 +267,7 @@ def add_usage_route(app: APIRouter, genesis: Genesis) -> None:
         since: Annotated[str | None, Query(max_length=40)] = None,
         until: Annotated[str | None, Query(max_length=40)] = None,
     ) -> UsageResponse:
-        groups = _groups(by)
+        groups = parse_usage_groups(by)
         key_id = _usage_key(genesis)
         # Read your own writes: this process's queued events reach the store first.
         await genesis.tracker.flush(timeout_s=2.0)
@@ -308,14 +299,6 @@ def _usage_key(genesis: Genesis) -> str | None:
     if principal is None or principal.anonymous or "admin" in principal.scopes:
         return None
     return principal.key_id
-
-
-def _groups(by: str) -> list[UsageGroup]:
-    names = [g for g in by.split(",") if g]
-    unknown = [g for g in names if g not in _GROUP_NAMES]
-    if unknown:
-        raise ValueError(f"by: cannot group by {unknown}; choose among {', '.join(_GROUP_NAMES)}")
-    return [_GROUP_NAMES[g] for g in names]
 
 
 def _time(text: str | None) -> float | None:
