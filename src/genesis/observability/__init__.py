@@ -31,17 +31,31 @@ from genesis.observability._metrics import (
     variant_label,
 )
 from genesis.observability._timing import StageTimer
+from genesis.observability._waterfall import (
+    STAGE_ORDER,
+    Waterfall,
+    begin_waterfall,
+    current_waterfall,
+    end_waterfall,
+    request_stage,
+    server_timing,
+)
 
 __all__ = [
     "BREAKER_STATES",
     "LOOP_LAG_BUCKETS_MS",
     "LoopLagMonitor",
     "MULTIPROC_ENV",
+    "STAGE_ORDER",
     "StageTimer",
+    "Waterfall",
     "agent_label",
     "allow_labels",
+    "begin_waterfall",
+    "current_waterfall",
     "disable_metrics",
     "enable_metrics",
+    "end_waterfall",
     "forget_this_process",
     "metrics_enabled",
     "model_label",
@@ -61,5 +75,7 @@ __all__ = [
     "record_stages",
     "record_tokens",
     "render_metrics",
+    "request_stage",
+    "server_timing",
     "variant_label",
 ]
