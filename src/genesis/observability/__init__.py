@@ -1,5 +1,6 @@
 """Metrics (Prometheus) and per-stage timings."""
 
+from genesis.observability._health import HealthCheck, HealthChecks, overall_status
 from genesis.observability._loop import LoopLagMonitor
 from genesis.observability._metrics import (
     BREAKER_STATES,
@@ -15,6 +16,7 @@ from genesis.observability._metrics import (
     record_abstained,
     record_breaker_opened,
     record_breaker_state,
+    record_budgets,
     record_cache_lookup,
     record_cache_lookups,
     record_cost,
@@ -33,6 +35,9 @@ from genesis.observability._metrics import (
 from genesis.observability._timing import StageTimer
 
 __all__ = [
+    "HealthCheck",
+    "HealthChecks",
+    "overall_status",
     "BREAKER_STATES",
     "LOOP_LAG_BUCKETS_MS",
     "LoopLagMonitor",
@@ -48,6 +53,7 @@ __all__ = [
     "record_abstained",
     "record_breaker_opened",
     "record_breaker_state",
+    "record_budgets",
     "record_cache_lookup",
     "record_cache_lookups",
     "record_cost",

@@ -15,19 +15,19 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
-from fastapi.responses import JSONResponse
 
 from genesis.app import AskResult
 from genesis.errors import FeatureDisabledError, GenesisError, LLMTimeoutError
 from genesis.observability import (
     enable_metrics,
+    record_budgets,
     record_request,
     record_tokens,
-    render_metrics,
 )
 from genesis.rag import RAGUsage
 from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers, status_for
+from genesis.server._health import add_agent_check_route, add_probe_routes
 from genesis.server._limits import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -41,10 +41,8 @@ from genesis.server._models import (
     ChatBody,
     ChatCompletion,
     ChatMessage,
-    Health,
     Name,
     QueryBody,
-    Readiness,
     RouteBody,
     RouteResponse,
     RunBody,
@@ -67,6 +65,8 @@ def create_app(genesis: Genesis) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if genesis.settings.observability.metrics:
             enable_metrics(**_label_names(genesis))
+            budgets = genesis.settings.budgets
+            record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
@@ -108,8 +108,9 @@ def _timed(response: Response, result: AskResult) -> None:
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
     """Health and metrics are open (probes); every other route needs its scope."""
-    _add_health_routes(app, genesis)
+    add_probe_routes(app, genesis)
     query = APIRouter(dependencies=[Depends(requires("query"))])
+    add_agent_check_route(query, genesis)
     run = APIRouter(dependencies=[Depends(requires("run"))])
     admin = APIRouter(dependencies=[Depends(requires("admin"))])
     _add_answer_routes(query, genesis)
@@ -117,23 +118,6 @@ def _add_routes(app: FastAPI, genesis: Genesis) -> None:
     _add_admin_routes(admin, genesis)
     for router in (query, run, admin):
         app.include_router(router)
-
-
-def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
-    @app.get("/health")
-    async def health() -> Health:
-        return Health(status="ok")
-
-    @app.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-    async def ready() -> JSONResponse:
-        report = await genesis.health()
-        serving = report["status"] in ("ok", "degraded")
-        return JSONResponse(report, status_code=200 if serving else 503)
-
-    @app.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
 
 
 def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
