@@ -33,12 +33,17 @@ from genesis.observability._metrics import (
     variant_label,
 )
 from genesis.observability._timing import StageTimer
+from genesis.observability._tracing import (
+    enable_tracing,
+    record_trace,
+    shutdown_tracing,
+    tracing_enabled,
+)
 
 __all__ = [
+    "BREAKER_STATES",
     "HealthCheck",
     "HealthChecks",
-    "overall_status",
-    "BREAKER_STATES",
     "LOOP_LAG_BUCKETS_MS",
     "LoopLagMonitor",
     "MULTIPROC_ENV",
@@ -47,9 +52,11 @@ __all__ = [
     "allow_labels",
     "disable_metrics",
     "enable_metrics",
+    "enable_tracing",
     "forget_this_process",
     "metrics_enabled",
     "model_label",
+    "overall_status",
     "record_abstained",
     "record_breaker_opened",
     "record_breaker_state",
@@ -66,6 +73,9 @@ __all__ = [
     "record_request",
     "record_stages",
     "record_tokens",
+    "record_trace",
     "render_metrics",
+    "shutdown_tracing",
+    "tracing_enabled",
     "variant_label",
 ]

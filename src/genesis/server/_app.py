@@ -7,6 +7,7 @@ is really returned, and every error is ``{"error": {"type", "message"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 import uuid
@@ -19,10 +20,16 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from genesis.app import AskResult
 from genesis.errors import FeatureDisabledError, GenesisError, LLMTimeoutError
 from genesis.observability import (
+    agent_label,
     enable_metrics,
+    enable_tracing,
+    model_label,
     record_budgets,
     record_request,
     record_tokens,
+    record_trace,
+    shutdown_tracing,
+    tracing_enabled,
 )
 from genesis.rag import RAGUsage
 from genesis.server._auth import AccessControl, requires
@@ -63,10 +70,13 @@ def create_app(genesis: Genesis) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if genesis.settings.observability.metrics:
+        obs = genesis.settings.observability
+        if obs.metrics:
             enable_metrics(**_label_names(genesis))
             budgets = genesis.settings.budgets
             record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
+        if obs.otlp_endpoint:
+            enable_tracing(obs.otlp_endpoint, obs.service_name)
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
@@ -79,6 +89,8 @@ def create_app(genesis: Genesis) -> FastAPI:
         finally:
             await access.aclose()
             await genesis.aclose()
+            if tracing_enabled():
+                await asyncio.to_thread(shutdown_tracing)  # exports the spans still queued
 
     app = FastAPI(
         title="Genesis",
@@ -210,12 +222,14 @@ def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
 async def _answer(
     genesis: Genesis, question: str, agent: str | None, top_k: int | None
 ) -> AskResult:
-    begin = time.perf_counter()
+    begin, begin_ns = time.perf_counter(), time.time_ns()
     # Metric labels: the recorder keeps only configured agent and model names.
     outcome, name, model = "error", agent, None
+    stages: dict[str, float] = {}
     try:
         result = await genesis.ask(question, agent=agent, top_k=top_k)
         outcome, name, model = "ok", result.agent, result.answer.model
+        stages = result.answer.timings_ms
         usage = result.answer.usage
         record_tokens(
             name, model, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
@@ -226,6 +240,17 @@ async def _answer(
         raise
     finally:
         record_request(name, model, None, outcome, time.perf_counter() - begin)
+        if tracing_enabled():
+            _trace(begin_ns, stages, name, model, outcome)
+
+
+def _trace(
+    begin_ns: int, stages: dict[str, float], agent: str | None, model: str | None, outcome: str
+) -> None:
+    a, m = agent_label(agent), model_label(model)  # span attributes: configured names only
+    record_trace(
+        "genesis.request", begin_ns, time.time_ns(), stages, agent=a, model=m, outcome=outcome
+    )
 
 
 def _outcome(exc: Exception) -> str:
