@@ -27,6 +27,7 @@ the alerts and the dashboard in ``deploy/`` read:
 ``genesis_model_calls_saved_total``         counter {agent}
 ``genesis_event_loop_lag_seconds``          histogram; ``..._max_seconds`` gauge
 ``genesis_process_up``                      gauge {pid} per live worker
+``genesis_cost_budget_usd``                 gauge {period}: ``hour``/``day`` from budgets.*
 ==========================================  ==========================================
 
 Only configured agent, model and variant names become label values (see
@@ -95,6 +96,7 @@ class _Metrics:
     loop_lag_max: Gauge
     loop_stalled: Counter
     process_up: Gauge
+    budget: Gauge
 
 
 _metrics: _Metrics | None = None
@@ -205,6 +207,14 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             registry=reg,
             multiprocess_mode="liveall",
         ),
+        # From configuration (budgets.*): the cost-burn alerts compare spend against it.
+        budget=Gauge(
+            "genesis_cost_budget_usd",
+            "Configured model-cost budget per period",
+            ["period"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        ),
     )
 
 
@@ -284,6 +294,15 @@ def forget_this_process() -> None:
         from prometheus_client.multiprocess import mark_process_dead
 
         mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
+
+
+def record_budgets(per_hour_usd: float | None, per_day_usd: float | None) -> None:
+    """Export the configured cost budgets (a period without one exports nothing, so its
+    alert never fires)."""
+    if _metrics is not None:
+        for period, usd in (("hour", per_hour_usd), ("day", per_day_usd)):
+            if usd is not None:
+                _metrics.budget.labels(period).set(usd)
 
 
 # -- requests ----------------------------------------------------------------------------
