@@ -13,10 +13,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
 from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
     CircuitBreaker,
@@ -30,12 +32,12 @@ from genesis.config import AgentProfile, Settings, load_settings, redact_url
 from genesis.errors import (
     CacheError,
     ConfigError,
-    GenesisError,
     NotWarmedUpError,
     PromptBudgetError,
     TokenizerError,
     UnknownAgentError,
 )
+from genesis.events import Cost, Tracker
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -47,7 +49,7 @@ from genesis.knowledge import (
 )
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
 from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
-from genesis.observability import record_fallback
+from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
@@ -67,6 +69,11 @@ class AskResult:
     route_reason: str
     route_confidence: float
     answer: RAGAnswer
+    # Set by the server: the id to send feedback for, what the request cost, and its
+    # waterfall (stages in ms, ``other`` and ``total``; see genesis.observability).
+    request_id: str | None = None
+    cost: Cost | None = None
+    waterfall: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +129,7 @@ class Genesis:
     registry = _Part[ModelRegistry]()
     agents = _Part[dict[str, Agent]]()
     router = _Part[HALORouter]()
+    tracker = _Part[Tracker]()
     sessions = _Part[SessionStore]()
 
     def __init__(self, settings: Settings) -> None:
@@ -133,6 +141,15 @@ class Genesis:
         # only then may /health/ready say ok (false again while ensure_demo ingests).
         self._serving = False
         self._stack = AsyncExitStack()
+        # Readiness checks: built-in ones here, other components register theirs.
+        obs = settings.observability
+        self.health_checks = HealthChecks(obs.health_timeout_s)
+        register_builtin_checks(self, self.health_checks)
+        self.agent_checks = AgentChecks(
+            partial(probe_agent, self),
+            timeout_s=obs.agent_check_timeout_s,
+            interval_s=obs.agent_check_interval_s,
+        )
 
     @classmethod
     def from_config(
@@ -181,6 +198,9 @@ class Genesis:
     async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.home.mkdir(parents=True, exist_ok=True)
+        # Cheap: the event store opens on the first event, on the recorder's own thread.
+        self.tracker = Tracker.from_settings(s)
+        stack.push_async_callback(self.tracker.aclose)  # writes every queued event
         # The ONNX graph of the model is written once, next to the knowledge base.
         self.embedder = MiniLMEmbedder(cache_dir=self.home / "models")
         self.batcher = QueryBatcher(
@@ -453,8 +473,9 @@ class Genesis:
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
         """
-        await self.check_question(question, agent)
+        # "route" covers checking the question's length (a tokenizer call) and routing.
         began = time.perf_counter()
+        await self.check_question(question, agent)
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
         answer = await self.agent(decision.agent).answer(
@@ -535,30 +556,15 @@ class Genesis:
     # -- health --------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """Readiness: each component's state; ``degraded`` when the cache runs without L2;
+        """Readiness: each dependency's state and latency (see :mod:`genesis._readiness`);
+        ``degraded`` when a non-critical one is down, ``down`` when the knowledge store is,
         ``starting`` until :meth:`warm_up` is done and while :meth:`ensure_demo` runs."""
-        began = time.perf_counter()
-        if not self.serving:
-            # Not ok before everything a first request needs is in memory.
-            return {"status": "starting", "ready": False, "elapsed_ms": 0.0}
-        checks: dict[str, Any] = {"ready": True}
-        try:
-            checks["collections"] = await self.kb.collections()
-            checks["knowledge"] = "ok"
-        except GenesisError as exc:
-            checks["knowledge"] = f"down: {exc}"
-        l2 = await self.token_cache.l2_health()
-        checks["token_cache"] = {"store": type(self.store).__name__, **l2}
-        checks["llm"] = {"backend": self.settings.llm.backend}
-        status = "ok"
-        if checks["knowledge"] != "ok":
-            status = "down"
-        elif l2["state"] == "down" or l2["breaker"] != "closed":
-            # The cache is an optimisation: requests are still served, tokenized locally.
-            status = "degraded"
-        checks["status"] = status
-        checks["elapsed_ms"] = round((time.perf_counter() - began) * 1000, 3)
-        return checks
+        return await readiness(self, self.health_checks)
+
+    async def check_agent(self, agent: str) -> dict[str, Any]:
+        """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
+        self.agent(agent)  # an unknown name is an error, not a check
+        return await self.agent_checks.check(agent)
 
 
 @asynccontextmanager

@@ -48,11 +48,13 @@ from genesis.app import AskResult
 from genesis.errors import GenesisError, UnknownAgentError
 from genesis.llm import Generation, GenerationRequest, OpenedStream, StreamDelta, Usage
 from genesis.memory import SESSION_ID_PATTERN
+from genesis.observability import request_stage
 from genesis.rag import Generate, RAGUsage, Turn, turns_from_messages
 from genesis.server._errors import short
 from genesis.server._models import MAX_MESSAGE_CHARS, MAX_MESSAGES, ChatCompletion, Name
 from genesis.server._sessions import Conversation, owner_of
 from genesis.server._sse import DONE, MEDIA_TYPE, STREAM_HEADERS, ChunkWriter, error_event
+from genesis.server._tracking import respond
 
 if TYPE_CHECKING:
     from genesis.app import Genesis
@@ -290,12 +292,13 @@ async def _chat(
     request: Request,
     response: Response,
     session: str | None,
-) -> ChatCompletion | StreamingResponse:
+) -> Response:
     turn = read_messages(body.messages)
     options = _options(genesis, body)
-    conversation = await Conversation.open(
-        genesis.sessions, owner_of(request), session or body.user
-    )
+    with request_stage("session_read"):
+        conversation = await Conversation.open(
+            genesis.sessions, owner_of(request), session or body.user
+        )
     # The client's own earlier turns are the context when it sent any; else the session's.
     history = turn.history or conversation.history
     agent = None if body.model in ROUTING_MODELS else body.model
@@ -305,15 +308,17 @@ async def _chat(
         turn.question,
         agent,
         None,
+        conversation.session_id,
         history=history,
         options=options,
         generate_for=start.generator_for if start else None,
     )
-    timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.answer.timings_ms.items())
     if start is None:
-        await conversation.record(turn.question, result.answer.answer, result.agent)
-        response.headers["Server-Timing"] = timing
-        return openai_chat_response(body.model, result)
+        with request_stage("session_write"):
+            await conversation.record(turn.question, result.answer.answer, result.agent)
+        # The waterfall goes into the `genesis` extension (the last field, depth 2).
+        return respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
+    timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.answer.timings_ms.items())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(body.model, result, start.opened, conversation, turn.question, include_usage)
     headers = {**STREAM_HEADERS, "Server-Timing": timing}
@@ -439,6 +444,6 @@ def openai_chat_response(model: str, result: AskResult) -> ChatCompletion:
                 }
             ],
             "usage": openai_usage(answer.usage),
-            "genesis": result.as_dict(),
+            "genesis": {k: v for k, v in result.as_dict().items() if k != "waterfall"},
         }
     )
