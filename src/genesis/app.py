@@ -14,9 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
 from genesis.agents import Agent
 from genesis.cache import (
     CircuitBreaker,
@@ -30,7 +32,6 @@ from genesis.config import AgentProfile, Settings, load_settings, redact_url
 from genesis.errors import (
     CacheError,
     ConfigError,
-    GenesisError,
     NotWarmedUpError,
     PromptBudgetError,
     TokenizerError,
@@ -47,7 +48,7 @@ from genesis.knowledge import (
     VectorStore,
 )
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
-from genesis.observability import record_fallback
+from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
@@ -138,6 +139,15 @@ class Genesis:
         # only then may /health/ready say ok (false again while ensure_demo ingests).
         self._serving = False
         self._stack = AsyncExitStack()
+        # Readiness checks: built-in ones here, other components register theirs.
+        obs = settings.observability
+        self.health_checks = HealthChecks(obs.health_timeout_s)
+        register_builtin_checks(self, self.health_checks)
+        self.agent_checks = AgentChecks(
+            partial(probe_agent, self),
+            timeout_s=obs.agent_check_timeout_s,
+            interval_s=obs.agent_check_interval_s,
+        )
 
     @classmethod
     def from_config(
@@ -515,30 +525,15 @@ class Genesis:
     # -- health --------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """Readiness: each component's state; ``degraded`` when the cache runs without L2;
+        """Readiness: each dependency's state and latency (see :mod:`genesis._readiness`);
+        ``degraded`` when a non-critical one is down, ``down`` when the knowledge store is,
         ``starting`` until :meth:`warm_up` is done and while :meth:`ensure_demo` runs."""
-        began = time.perf_counter()
-        if not self.serving:
-            # Not ok before everything a first request needs is in memory.
-            return {"status": "starting", "ready": False, "elapsed_ms": 0.0}
-        checks: dict[str, Any] = {"ready": True}
-        try:
-            checks["collections"] = await self.kb.collections()
-            checks["knowledge"] = "ok"
-        except GenesisError as exc:
-            checks["knowledge"] = f"down: {exc}"
-        l2 = await self.token_cache.l2_health()
-        checks["token_cache"] = {"store": type(self.store).__name__, **l2}
-        checks["llm"] = {"backend": self.settings.llm.backend}
-        status = "ok"
-        if checks["knowledge"] != "ok":
-            status = "down"
-        elif l2["state"] == "down" or l2["breaker"] != "closed":
-            # The cache is an optimisation: requests are still served, tokenized locally.
-            status = "degraded"
-        checks["status"] = status
-        checks["elapsed_ms"] = round((time.perf_counter() - began) * 1000, 3)
-        return checks
+        return await readiness(self, self.health_checks)
+
+    async def check_agent(self, agent: str) -> dict[str, Any]:
+        """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
+        self.agent(agent)  # an unknown name is an error, not a check
+        return await self.agent_checks.check(agent)
 
 
 @asynccontextmanager

@@ -257,6 +257,22 @@ class ModelPrice(_Model):
 class ObservabilitySettings(_Model):
     metrics: bool = True
     analytics: bool = True
+    # OpenTelemetry traces (a span per stage) go to this OTLP/HTTP endpoint; None: off.
+    otlp_endpoint: str | None = None
+    service_name: str = Field("genesis", min_length=1, max_length=64)
+    health_timeout_s: float = Field(2.0, gt=0, le=60)  # per dependency in /health/ready
+    agent_check_timeout_s: float = Field(15.0, gt=0, le=300)  # /health/agents/{agent}
+    # A real agent check costs a model call: at most one per agent per interval and process;
+    # calls in between get the last result.
+    agent_check_interval_s: float = Field(30.0, ge=0, le=86_400)
+
+
+class BudgetSettings(_Model):
+    """Model-cost budgets in US dollars, exported as ``genesis_cost_budget_usd`` for the
+    cost-burn alerts in ``deploy/prometheus/alerts.yml``; None: no alert."""
+
+    cost_per_hour_usd: float | None = Field(None, gt=0)
+    cost_per_day_usd: float | None = Field(None, gt=0)
 
 
 class Settings(_Model):
@@ -273,6 +289,7 @@ class Settings(_Model):
     store: StoreSettings = StoreSettings()
     pricing: dict[str, ModelPrice] = {}  # model name -> price; unknown models cost 0 (logged)
     observability: ObservabilitySettings = ObservabilitySettings()
+    budgets: BudgetSettings = BudgetSettings()
     agents: dict[str, AgentProfile] = {}
 
     @field_validator("agents", mode="before")

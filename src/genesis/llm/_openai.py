@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from genesis._http import (
     auth_headers,
+    decode_response,
     first_choice,
     new_client,
     normalize_base_url,
@@ -70,6 +71,19 @@ class _OpenAIStyleBackend:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    async def ping(self) -> dict[str, Any]:
+        """Readiness: ``GET /v1/models`` (vLLM and OpenAI-style APIs serve it; it costs no
+        generation). Returns the number of models listed; raises ``LLMError`` as ``generate``
+        does. The caller bounds the time (the readiness check's timeout)."""
+        what = "GET /v1/models"
+        try:
+            response = await self._http().get(f"{self._base_url}/v1/models", headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
+        body = decode_response(response, what)
+        data = body.get("data")
+        return {"models": len(data) if isinstance(data, list) else None}
 
     async def _post(self, path: str, payload: dict[str, Any], request: GenerationRequest) -> Any:
         what = f"POST {path} (model {request.model!r})"

@@ -1,5 +1,6 @@
 """Metrics (Prometheus) and per-stage timings."""
 
+from genesis.observability._health import HealthCheck, HealthChecks, overall_status
 from genesis.observability._loop import LoopLagMonitor
 from genesis.observability._metrics import (
     BREAKER_STATES,
@@ -15,6 +16,7 @@ from genesis.observability._metrics import (
     record_abstained,
     record_breaker_opened,
     record_breaker_state,
+    record_budgets,
     record_cache_lookup,
     record_cache_lookups,
     record_cost,
@@ -31,6 +33,12 @@ from genesis.observability._metrics import (
     variant_label,
 )
 from genesis.observability._timing import StageTimer
+from genesis.observability._tracing import (
+    enable_tracing,
+    record_trace,
+    shutdown_tracing,
+    tracing_enabled,
+)
 from genesis.observability._waterfall import (
     STAGE_ORDER,
     Waterfall,
@@ -43,6 +51,8 @@ from genesis.observability._waterfall import (
 
 __all__ = [
     "BREAKER_STATES",
+    "HealthCheck",
+    "HealthChecks",
     "LOOP_LAG_BUCKETS_MS",
     "LoopLagMonitor",
     "MULTIPROC_ENV",
@@ -56,12 +66,15 @@ __all__ = [
     "disable_metrics",
     "enable_metrics",
     "end_waterfall",
+    "enable_tracing",
     "forget_this_process",
     "metrics_enabled",
     "model_label",
+    "overall_status",
     "record_abstained",
     "record_breaker_opened",
     "record_breaker_state",
+    "record_budgets",
     "record_cache_lookup",
     "record_cache_lookups",
     "record_cost",
@@ -74,8 +87,11 @@ __all__ = [
     "record_request",
     "record_stages",
     "record_tokens",
+    "record_trace",
     "render_metrics",
     "request_stage",
     "server_timing",
+    "shutdown_tracing",
+    "tracing_enabled",
     "variant_label",
 ]

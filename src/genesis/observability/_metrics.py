@@ -27,6 +27,7 @@ the alerts and the dashboard in ``deploy/`` read:
 ``genesis_model_calls_saved_total``         counter {agent}
 ``genesis_event_loop_lag_seconds``          histogram; ``..._max_seconds`` gauge
 ``genesis_process_up``                      gauge {pid} per live worker
+``genesis_cost_budget_usd``                 gauge {period}: ``hour``/``day`` from budgets.*
 ==========================================  ==========================================
 
 Only configured agent, model and variant names become label values (see
@@ -93,7 +94,9 @@ class _Metrics:
     saved_calls: Counter
     loop_lag: Histogram
     loop_lag_max: Gauge
+    loop_stalled: Counter
     process_up: Gauge
+    budget: Gauge
 
 
 _metrics: _Metrics | None = None
@@ -181,6 +184,15 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             buckets=tuple(b / 1000.0 for b in LOOP_LAG_BUCKETS_MS),
             registry=reg,
         ),
+        # Where a stalled sample's time went (see _loop.py): the loop thread running
+        # (callbacks), waiting for a core (the OS ran something else), or neither (the GIL, a
+        # blocking call). Summed over stalled samples only.
+        loop_stalled=Counter(
+            "genesis_event_loop_stalled_seconds",
+            "Time of stalled loop-lag samples, by where the loop thread spent it",
+            ["cause"],
+            registry=reg,
+        ),
         # The largest stall of each live worker over the monitor's last window.
         loop_lag_max=Gauge(
             "genesis_event_loop_lag_max_seconds",
@@ -194,6 +206,14 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             "1 for each live server process",
             registry=reg,
             multiprocess_mode="liveall",
+        ),
+        # From configuration (budgets.*): the cost-burn alerts compare spend against it.
+        budget=Gauge(
+            "genesis_cost_budget_usd",
+            "Configured model-cost budget per period",
+            ["period"],
+            registry=reg,
+            multiprocess_mode="livemax",
         ),
     )
 
@@ -274,6 +294,15 @@ def forget_this_process() -> None:
         from prometheus_client.multiprocess import mark_process_dead
 
         mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
+
+
+def record_budgets(per_hour_usd: float | None, per_day_usd: float | None) -> None:
+    """Export the configured cost budgets (a period without one exports nothing, so its
+    alert never fires)."""
+    if _metrics is not None:
+        for period, usd in (("hour", per_hour_usd), ("day", per_day_usd)):
+            if usd is not None:
+                _metrics.budget.labels(period).set(usd)
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -393,6 +422,13 @@ def record_queue_dropped(name: str, n: int = 1) -> None:
 def record_loop_lag(lag_ms: float) -> None:
     if _metrics is not None:
         _metrics.loop_lag.observe(lag_ms / 1000.0)
+
+
+def record_loop_stall(running_s: float, runqueue_s: float, other_s: float) -> None:
+    if _metrics is not None:
+        _metrics.loop_stalled.labels("running").inc(running_s)
+        _metrics.loop_stalled.labels("runqueue").inc(runqueue_s)
+        _metrics.loop_stalled.labels("other").inc(other_s)
 
 
 def record_loop_lag_max(max_ms: float) -> None:

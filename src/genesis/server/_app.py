@@ -7,6 +7,7 @@ is really returned, and every error is ``{"error": {"type", "message"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 import uuid
@@ -15,19 +16,25 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
-from fastapi.responses import JSONResponse
 
 from genesis.app import AskResult
 from genesis.errors import FeatureDisabledError, GenesisError, LLMTimeoutError
 from genesis.observability import (
+    agent_label,
     enable_metrics,
+    enable_tracing,
+    model_label,
+    record_budgets,
     record_request,
     record_tokens,
-    render_metrics,
+    record_trace,
+    shutdown_tracing,
+    tracing_enabled,
 )
 from genesis.rag import RAGUsage
 from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers, status_for
+from genesis.server._health import add_agent_check_route, add_probe_routes
 from genesis.server._limits import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -41,10 +48,8 @@ from genesis.server._models import (
     ChatBody,
     ChatCompletion,
     ChatMessage,
-    Health,
     Name,
     QueryBody,
-    Readiness,
     RouteBody,
     RouteResponse,
     RunBody,
@@ -75,8 +80,13 @@ def create_app(genesis: Genesis) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if genesis.settings.observability.metrics:
+        obs = genesis.settings.observability
+        if obs.metrics:
             enable_metrics(**_label_names(genesis))
+            budgets = genesis.settings.budgets
+            record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
+        if obs.otlp_endpoint:
+            enable_tracing(obs.otlp_endpoint, obs.service_name)
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
@@ -90,6 +100,8 @@ def create_app(genesis: Genesis) -> FastAPI:
         finally:
             await access.aclose()
             await genesis.aclose()
+            if tracing_enabled():
+                await asyncio.to_thread(shutdown_tracing)  # exports the spans still queued
 
     app = FastAPI(
         title="Genesis",
@@ -116,9 +128,10 @@ def create_app(genesis: Genesis) -> FastAPI:
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
     """Health and metrics are open (probes); every other route needs its scope."""
-    _add_health_routes(app, genesis)
+    add_probe_routes(app, genesis)
     # The scope guard is the waterfall's "auth" stage.
     query = APIRouter(dependencies=[Depends(timed_dependency(requires("query")))])
+    add_agent_check_route(query, genesis)
     run = APIRouter(dependencies=[Depends(timed_dependency(requires("run")))])
     admin = APIRouter(dependencies=[Depends(timed_dependency(requires("admin")))])
     _add_answer_routes(query, genesis)
@@ -129,23 +142,6 @@ def _add_routes(app: FastAPI, genesis: Genesis) -> None:
     _add_admin_routes(admin, genesis)
     for router in (query, run, admin):
         app.include_router(router)
-
-
-def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
-    @app.get("/health")
-    async def health() -> Health:
-        return Health(status="ok")
-
-    @app.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-    async def ready() -> JSONResponse:
-        report = await genesis.health()
-        serving = report["status"] in ("ok", "degraded")
-        return JSONResponse(report, status_code=200 if serving else 503)
-
-    @app.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
 
 
 def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
@@ -242,12 +238,14 @@ async def _answer(
     top_k: int | None,
     session_id: str | None = None,
 ) -> AskResult:
-    begin = time.perf_counter()
+    begin, begin_ns = time.perf_counter(), time.time_ns()
     # Metric labels: the recorder keeps only configured agent and model names.
     outcome, name, model = "error", agent, None
+    stages: dict[str, float] = {}
     try:
         result = await genesis.ask(question, agent=agent, top_k=top_k)
         outcome, name, model = "ok", result.agent, result.answer.model
+        stages = result.answer.timings_ms
         usage = result.answer.usage
         record_tokens(
             name, model, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
@@ -260,6 +258,17 @@ async def _answer(
         raise
     finally:
         record_request(name, model, None, outcome, time.perf_counter() - begin)
+        if tracing_enabled():
+            _trace(begin_ns, stages, name, model, outcome)
+
+
+def _trace(
+    begin_ns: int, stages: dict[str, float], agent: str | None, model: str | None, outcome: str
+) -> None:
+    a, m = agent_label(agent), model_label(model)  # span attributes: configured names only
+    record_trace(
+        "genesis.request", begin_ns, time.time_ns(), stages, agent=a, model=m, outcome=outcome
+    )
 
 
 def _outcome(exc: Exception) -> str:

@@ -109,10 +109,27 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class AgentHealth(BaseModel):
+    """One real request through an agent (``/health/agents/{agent}``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    agent: str
+    status: Literal["ok", "down"]
+    latency_ms: float
+    cached: bool  # the last result, within ``observability.agent_check_interval_s``
+    age_s: float
+    model: str | None = None
+    reason: str | None = None
+
+
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: Literal["ok", "degraded", "down", "starting"]
+    ready: bool | None = None
+    # Each dependency: {"state": ok|degraded|down|none, "latency_ms", "critical", ...}.
+    checks: dict[str, dict[str, Any]] = {}
     knowledge: str | None = None
     collections: dict[str, int] = {}
     token_cache: dict[str, Any] = {}
