@@ -11,7 +11,7 @@ import asyncio
 import fcntl
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
-from genesis.agents import Agent
+from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
     CircuitBreaker,
     RedisClusterTokenStore,
@@ -48,8 +48,9 @@ from genesis.knowledge import (
     VectorStore,
 )
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
+from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
-from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
+from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
@@ -129,6 +130,7 @@ class Genesis:
     agents = _Part[dict[str, Agent]]()
     router = _Part[HALORouter]()
     tracker = _Part[Tracker]()
+    sessions = _Part[SessionStore]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -237,6 +239,8 @@ class Genesis:
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
+        self.sessions = self._build_sessions()
+        stack.push_async_callback(self.sessions.aclose)
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
@@ -306,6 +310,21 @@ class Genesis:
         # Embedded default: a file next to the knowledge base, so token IDs survive between
         # CLI runs (an in-process dict would start cold every time).
         return SqliteTokenStore(self.home / "token_cache.sqlite")
+
+    def _build_sessions(self) -> SessionStore:
+        s = self.settings.sessions
+        limits = SessionLimits(s.max_turns, s.ttl_s, s.max_turn_chars)
+        if self.settings.redis.cluster:
+            # The session store speaks to one Redis node; said at start, not hidden.
+            logger.warning("sessions: kept in-process (the Redis session store is single-node)")
+        if self.settings.redis.url is None or self.settings.redis.cluster:
+            return InProcessSessionStore(limits, max_sessions=s.max_sessions)
+        return RedisSessionStore.from_url(
+            self.settings.redis.url.get_secret_value(),
+            limits,
+            prefix=s.prefix,
+            socket_timeout_s=self.settings.redis.socket_timeout_s,
+        )
 
     def _build_vector_store(self) -> VectorStore:
         k = self.settings.knowledge
@@ -441,8 +460,15 @@ class Genesis:
         agent: str | None = None,
         collection: str | None = None,
         top_k: int | None = None,
+        history: Sequence[Turn] = (),
+        options: AnswerOptions | None = None,
+        generate_for: Callable[[str], Generate | None] | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
+
+        ``history`` is the conversation so far (oldest first), ``options`` the client's
+        generation settings, and ``generate_for(agent)`` may give the generator to use once
+        the agent is chosen (the streaming endpoint's).
 
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
@@ -453,7 +479,12 @@ class Genesis:
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
         answer = await self.agent(decision.agent).answer(
-            question, top_k=top_k, collection=collection
+            question,
+            top_k=top_k,
+            collection=collection,
+            history=history,
+            options=options,
+            generate=generate_for(decision.agent) if generate_for else None,
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.

@@ -44,6 +44,7 @@ __all__ = [
     "RouterSettings",
     "Scope",
     "ServerSettings",
+    "SessionSettings",
     "Settings",
     "StoreSettings",
     "TokenizerSettings",
@@ -254,6 +255,17 @@ class ModelPrice(_Model):
     cached_input_per_1m: float | None = Field(None, ge=0)
 
 
+class SessionSettings(_Model):
+    """Conversation memory: in Redis when ``redis.url`` is set (shared, survives restarts),
+    else in-process. Every bound is on what one session can hold."""
+
+    max_turns: int = Field(20, ge=1, le=1000)
+    ttl_s: int = Field(86_400, ge=1, le=90 * 86_400)  # renewed by every turn
+    max_turn_chars: int = Field(16_000, ge=256, le=1_000_000)  # question and answer, each
+    max_sessions: int = Field(10_000, ge=1, le=10_000_000)  # in-process store only
+    prefix: str = Field("gs", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+
+
 class ObservabilitySettings(_Model):
     metrics: bool = True
     analytics: bool = True
@@ -288,6 +300,7 @@ class Settings(_Model):
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
     pricing: dict[str, ModelPrice] = {}  # model name -> price; unknown models cost 0 (logged)
+    sessions: SessionSettings = SessionSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     budgets: BudgetSettings = BudgetSettings()
     agents: dict[str, AgentProfile] = {}

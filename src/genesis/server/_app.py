@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
 from genesis.app import AskResult
 from genesis.errors import FeatureDisabledError, GenesisError, LLMTimeoutError
@@ -28,10 +27,10 @@ from genesis.observability import (
     record_request,
     record_tokens,
     record_trace,
+    request_stage,
     shutdown_tracing,
     tracing_enabled,
 )
-from genesis.rag import RAGUsage
 from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers, status_for
 from genesis.server._health import add_agent_check_route, add_probe_routes
@@ -45,9 +44,6 @@ from genesis.server._models import (
     AskBody,
     CacheBody,
     CacheStatsResponse,
-    ChatBody,
-    ChatCompletion,
-    ChatMessage,
     Name,
     QueryBody,
     RouteBody,
@@ -55,6 +51,8 @@ from genesis.server._models import (
     RunBody,
     SearchHit,
 )
+from genesis.server._openai_compat import add_openai_routes
+from genesis.server._sessions import Conversation, add_session_routes, owner_of
 from genesis.server._tracking import (
     TrackingMiddleware,
     add_feedback_route,
@@ -152,14 +150,12 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
     # Answers are rendered by `respond` (serialization is a stage of the waterfall); the
     # declared response_model keeps /openapi.json truthful.
     @app.post("/v1/ask", response_model=AskResult)
-    async def ask(body: AskBody) -> Response:
-        result = await _answer(genesis, body.question, body.agent, body.top_k, body.session_id)
-        return respond(result, result.answer.timings_ms)
+    async def ask(body: AskBody, request: Request) -> Response:
+        return await _session_answer(genesis, request, body, body.agent)
 
     @app.post("/v1/agents/{agent}/query", response_model=AskResult)
-    async def query(agent: Name, body: QueryBody) -> Response:
-        result = await _answer(genesis, body.question, agent, body.top_k, body.session_id)
-        return respond(result, result.answer.timings_ms)
+    async def query(agent: Name, body: QueryBody, request: Request) -> Response:
+        return await _session_answer(genesis, request, body, agent)
 
     @app.post("/v1/route")
     async def route(body: RouteBody) -> RouteResponse:
@@ -191,15 +187,8 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
             for h in hits
         ]
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletion)
-    async def chat(body: ChatBody) -> Response:
-        if body.stream:
-            raise ValueError("stream: true is not supported yet; call without streaming")
-        question = _last_user_message(body.messages)
-        agent = None if body.model in ("genesis", "auto") else body.model
-        result = await _answer(genesis, question, agent, None)
-        # The waterfall goes into the `genesis` extension (the last field, depth 2).
-        return respond(_openai_chat_response(body.model, result), result.answer.timings_ms, 2)
+    add_openai_routes(app, genesis, _answer)
+    add_session_routes(app, genesis)
 
 
 def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
@@ -237,13 +226,16 @@ async def _answer(
     agent: str | None,
     top_k: int | None,
     session_id: str | None = None,
+    **options: Any,
 ) -> AskResult:
+    """``genesis.ask`` with the request's metrics, cost and event; ``options`` are ask's
+    keyword options (history, generation options)."""
     begin, begin_ns = time.perf_counter(), time.time_ns()
     # Metric labels: the recorder keeps only configured agent and model names.
     outcome, name, model = "error", agent, None
     stages: dict[str, float] = {}
     try:
-        result = await genesis.ask(question, agent=agent, top_k=top_k)
+        result = await genesis.ask(question, agent=agent, top_k=top_k, **options)
         outcome, name, model = "ok", result.agent, result.answer.model
         stages = result.answer.timings_ms
         usage = result.answer.usage
@@ -260,6 +252,20 @@ async def _answer(
         record_request(name, model, None, outcome, time.perf_counter() - begin)
         if tracing_enabled():
             _trace(begin_ns, stages, name, model, outcome)
+
+
+async def _session_answer(
+    genesis: Genesis, request: Request, body: AskBody | QueryBody, agent: str | None
+) -> Response:
+    """An answer in the body's session: its turns are the context, the new one is kept."""
+    with request_stage("session_read"):
+        chat = await Conversation.open(genesis.sessions, owner_of(request), body.session_id)
+    result = await _answer(
+        genesis, body.question, agent, body.top_k, body.session_id, history=chat.history
+    )
+    with request_stage("session_write"):
+        await chat.record(body.question, result.answer.answer, result.agent)
+    return respond(result, result.answer.timings_ms)
 
 
 def _trace(
@@ -288,44 +294,3 @@ def _label_names(genesis: Genesis) -> dict[str, set[str]]:
     for profile in s.agents.values():
         models.update(m for m in (profile.models.finetuned, profile.models.baseline) if m)
     return {"agents": set(s.agents), "models": models}
-
-
-def _last_user_message(messages: list[ChatMessage]) -> str:
-    for message in reversed(messages):
-        if message.role == "user" and message.content.strip():
-            return message.content
-    raise ValueError("messages must contain a non-empty user message")
-
-
-def _openai_usage(usage: RAGUsage) -> dict[str, Any]:
-    """The backend's own count when it gave one (a chat API counts its template too);
-    Genesis' cache savings only where the prompt went as Genesis' token IDs."""
-    prompt = usage.backend_prompt_tokens or usage.prompt_tokens
-    same_ids = prompt == usage.prompt_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": prompt + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens if same_ids else 0},
-    }
-
-
-def _openai_chat_response(model: str, result: AskResult) -> ChatCompletion:
-    answer = result.answer
-    return ChatCompletion.model_validate(
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.answer},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _openai_usage(answer.usage),
-            "genesis": {k: v for k, v in result.as_dict().items() if k != "waterfall"},
-        }
-    )
