@@ -37,7 +37,7 @@ from genesis.errors import (
     TokenizerError,
     UnknownAgentError,
 )
-from genesis.events import Cost, Tracker
+from genesis.events import Cost, Tracker, note_fallback
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -353,7 +353,7 @@ class Genesis:
             max_retries=llm.max_retries,
             breaker_failures=llm.breaker_failures,
             breaker_reset_s=llm.breaker_reset_s,
-            on_fallback=record_fallback,
+            on_fallback=_on_fallback,
         )
 
     async def _build_agent(self, profile: AgentProfile) -> Agent:
@@ -565,6 +565,12 @@ class Genesis:
         """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
         self.agent(agent)  # an unknown name is an error, not a check
         return await self.agent_checks.check(agent)
+
+
+def _on_fallback(agent: str, from_model: str, to_model: str, reason: str) -> None:
+    """A fallback is a metric and a fact of the request's event."""
+    record_fallback(agent, from_model, to_model, reason)
+    note_fallback(agent, from_model, to_model, reason)
 
 
 @asynccontextmanager
