@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
@@ -37,6 +37,7 @@ from genesis.errors import (
     TokenizerError,
     UnknownAgentError,
 )
+from genesis.events import Cost, Tracker
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -67,6 +68,11 @@ class AskResult:
     route_reason: str
     route_confidence: float
     answer: RAGAnswer
+    # Set by the server: the id to send feedback for, what the request cost, and its
+    # waterfall (stages in ms, ``other`` and ``total``; see genesis.observability).
+    request_id: str | None = None
+    cost: Cost | None = None
+    waterfall: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +128,7 @@ class Genesis:
     registry = _Part[ModelRegistry]()
     agents = _Part[dict[str, Agent]]()
     router = _Part[HALORouter]()
+    tracker = _Part[Tracker]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -189,6 +196,9 @@ class Genesis:
     async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.home.mkdir(parents=True, exist_ok=True)
+        # Cheap: the event store opens on the first event, on the recorder's own thread.
+        self.tracker = Tracker.from_settings(s)
+        stack.push_async_callback(self.tracker.aclose)  # writes every queued event
         # The ONNX graph of the model is written once, next to the knowledge base.
         self.embedder = MiniLMEmbedder(cache_dir=self.home / "models")
         self.batcher = QueryBatcher(
@@ -437,8 +447,9 @@ class Genesis:
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
         """
-        await self.check_question(question, agent)
+        # "route" covers checking the question's length (a tokenizer call) and routing.
         began = time.perf_counter()
+        await self.check_question(question, agent)
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
         answer = await self.agent(decision.agent).answer(

@@ -38,6 +38,7 @@ __all__ = [
     "CacheSettings",
     "KnowledgeSettings",
     "LLMSettings",
+    "ModelPrice",
     "RateLimitSettings",
     "RedisSettings",
     "RouterSettings",
@@ -243,6 +244,16 @@ class StoreSettings(_Model):
     flush_interval_s: float = Field(0.5, gt=0, le=60)
 
 
+class ModelPrice(_Model):
+    """US dollars per million tokens of one model. ``cached_input_per_1m`` (optional) prices
+    the prompt tokens that were served from the token cache (the stable prefix a provider's
+    prefix cache bills at its cached rate); without it they cost ``input_per_1m``."""
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(None, ge=0)
+
+
 class ObservabilitySettings(_Model):
     metrics: bool = True
     analytics: bool = True
@@ -276,6 +287,7 @@ class Settings(_Model):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
+    pricing: dict[str, ModelPrice] = {}  # model name -> price; unknown models cost 0 (logged)
     observability: ObservabilitySettings = ObservabilitySettings()
     budgets: BudgetSettings = BudgetSettings()
     agents: dict[str, AgentProfile] = {}

@@ -39,6 +39,15 @@ from genesis.observability._tracing import (
     shutdown_tracing,
     tracing_enabled,
 )
+from genesis.observability._waterfall import (
+    STAGE_ORDER,
+    Waterfall,
+    begin_waterfall,
+    current_waterfall,
+    end_waterfall,
+    request_stage,
+    server_timing,
+)
 
 __all__ = [
     "BREAKER_STATES",
@@ -47,11 +56,16 @@ __all__ = [
     "LOOP_LAG_BUCKETS_MS",
     "LoopLagMonitor",
     "MULTIPROC_ENV",
+    "STAGE_ORDER",
     "StageTimer",
+    "Waterfall",
     "agent_label",
     "allow_labels",
+    "begin_waterfall",
+    "current_waterfall",
     "disable_metrics",
     "enable_metrics",
+    "end_waterfall",
     "enable_tracing",
     "forget_this_process",
     "metrics_enabled",
@@ -75,6 +89,8 @@ __all__ = [
     "record_tokens",
     "record_trace",
     "render_metrics",
+    "request_stage",
+    "server_timing",
     "shutdown_tracing",
     "tracing_enabled",
     "variant_label",

@@ -94,6 +94,7 @@ class _Metrics:
     saved_calls: Counter
     loop_lag: Histogram
     loop_lag_max: Gauge
+    loop_stalled: Counter
     process_up: Gauge
     budget: Gauge
 
@@ -181,6 +182,15 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             "genesis_event_loop_lag_seconds",
             "How late the event loop woke from a short sleep",
             buckets=tuple(b / 1000.0 for b in LOOP_LAG_BUCKETS_MS),
+            registry=reg,
+        ),
+        # Where a stalled sample's time went (see _loop.py): the loop thread running
+        # (callbacks), waiting for a core (the OS ran something else), or neither (the GIL, a
+        # blocking call). Summed over stalled samples only.
+        loop_stalled=Counter(
+            "genesis_event_loop_stalled_seconds",
+            "Time of stalled loop-lag samples, by where the loop thread spent it",
+            ["cause"],
             registry=reg,
         ),
         # The largest stall of each live worker over the monitor's last window.
@@ -412,6 +422,13 @@ def record_queue_dropped(name: str, n: int = 1) -> None:
 def record_loop_lag(lag_ms: float) -> None:
     if _metrics is not None:
         _metrics.loop_lag.observe(lag_ms / 1000.0)
+
+
+def record_loop_stall(running_s: float, runqueue_s: float, other_s: float) -> None:
+    if _metrics is not None:
+        _metrics.loop_stalled.labels("running").inc(running_s)
+        _metrics.loop_stalled.labels("runqueue").inc(runqueue_s)
+        _metrics.loop_stalled.labels("other").inc(other_s)
 
 
 def record_loop_lag_max(max_ms: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 from genesis._sync import run_blocking
 from genesis.knowledge import ScoredChunk
 from genesis.llm import Citation, Generation, GenerationRequest
-from genesis.observability import StageTimer, record_cache_lookups, record_stages
+from genesis.observability import StageTimer, record_cache_lookups
 from genesis.rag._assembly import AssembledPrompt, PromptAssembler
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class TokenCachedRAG:
         if include_prompt:
             result.prompt_text = prompt.text
         record_cache_lookups(list(lookup.tiers))
-        record_stages(result.timings_ms)
+        # Stage metrics are recorded once per request, from the server's whole waterfall.
         return result
 
     def answer_sync(self, query: str, collection: str, **kwargs: Any) -> RAGAnswer:

@@ -55,6 +55,16 @@ from genesis.server._models import (
     RunBody,
     SearchHit,
 )
+from genesis.server._tracking import (
+    TrackingMiddleware,
+    add_feedback_route,
+    add_tracking_admin_route,
+    add_usage_route,
+    respond,
+    timed_dependency,
+    track_answer,
+    track_failure,
+)
 
 if TYPE_CHECKING:
     from genesis.app import Genesis
@@ -80,6 +90,7 @@ def create_app(genesis: Genesis) -> FastAPI:
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
+            await genesis.tracker.store()  # the event store's tables, before any request
             # Everything loaded so far lives as long as the process: moved out of the cyclic
             # collector's reach, a full collection under load no longer walks it (measured
             # here: one gen-2 pass over the ~100k start-up objects stalled the loop 73 ms).
@@ -110,22 +121,23 @@ def create_app(genesis: Genesis) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
+    # Outermost: the request id and the waterfall's clock start before anything else runs.
+    app.add_middleware(TrackingMiddleware)
     return app
-
-
-def _timed(response: Response, result: AskResult) -> None:
-    timings = result.answer.timings_ms
-    response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
 
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
     """Health and metrics are open (probes); every other route needs its scope."""
     add_probe_routes(app, genesis)
-    query = APIRouter(dependencies=[Depends(requires("query"))])
+    # The scope guard is the waterfall's "auth" stage.
+    query = APIRouter(dependencies=[Depends(timed_dependency(requires("query")))])
     add_agent_check_route(query, genesis)
-    run = APIRouter(dependencies=[Depends(requires("run"))])
-    admin = APIRouter(dependencies=[Depends(requires("admin"))])
+    run = APIRouter(dependencies=[Depends(timed_dependency(requires("run")))])
+    admin = APIRouter(dependencies=[Depends(timed_dependency(requires("admin")))])
     _add_answer_routes(query, genesis)
+    add_feedback_route(query, genesis)
+    add_usage_route(query, genesis)
+    add_tracking_admin_route(admin, genesis)
     _add_run_routes(run, genesis)
     _add_admin_routes(admin, genesis)
     for router in (query, run, admin):
@@ -137,17 +149,17 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
     async def agents() -> list[AgentInfo]:
         return [AgentInfo.model_validate(a) for a in genesis.describe_agents()]
 
-    @app.post("/v1/ask")
-    async def ask(body: AskBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, body.agent, body.top_k)
-        _timed(response, result)
-        return result
+    # Answers are rendered by `respond` (serialization is a stage of the waterfall); the
+    # declared response_model keeps /openapi.json truthful.
+    @app.post("/v1/ask", response_model=AskResult)
+    async def ask(body: AskBody) -> Response:
+        result = await _answer(genesis, body.question, body.agent, body.top_k, body.session_id)
+        return respond(result, result.answer.timings_ms)
 
-    @app.post("/v1/agents/{agent}/query")
-    async def query(agent: Name, body: QueryBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, agent, body.top_k)
-        _timed(response, result)
-        return result
+    @app.post("/v1/agents/{agent}/query", response_model=AskResult)
+    async def query(agent: Name, body: QueryBody) -> Response:
+        result = await _answer(genesis, body.question, agent, body.top_k, body.session_id)
+        return respond(result, result.answer.timings_ms)
 
     @app.post("/v1/route")
     async def route(body: RouteBody) -> RouteResponse:
@@ -179,15 +191,15 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
             for h in hits
         ]
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody, response: Response) -> ChatCompletion:
+    @app.post("/v1/chat/completions", response_model=ChatCompletion)
+    async def chat(body: ChatBody) -> Response:
         if body.stream:
             raise ValueError("stream: true is not supported yet; call without streaming")
         question = _last_user_message(body.messages)
         agent = None if body.model in ("genesis", "auto") else body.model
         result = await _answer(genesis, question, agent, None)
-        _timed(response, result)
-        return _openai_chat_response(body.model, result)
+        # The waterfall goes into the `genesis` extension (the last field, depth 2).
+        return respond(_openai_chat_response(body.model, result), result.answer.timings_ms, 2)
 
 
 def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
@@ -220,7 +232,11 @@ def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 async def _answer(
-    genesis: Genesis, question: str, agent: str | None, top_k: int | None
+    genesis: Genesis,
+    question: str,
+    agent: str | None,
+    top_k: int | None,
+    session_id: str | None = None,
 ) -> AskResult:
     begin, begin_ns = time.perf_counter(), time.time_ns()
     # Metric labels: the recorder keeps only configured agent and model names.
@@ -234,9 +250,11 @@ async def _answer(
         record_tokens(
             name, model, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
         )
+        track_answer(genesis, result, session_id)  # its cost and event (queued, not written)
         return result
     except Exception as exc:
         outcome = _outcome(exc)
+        track_failure(genesis, name, exc, session_id)
         raise
     finally:
         record_request(name, model, None, outcome, time.perf_counter() - begin)
@@ -308,6 +326,6 @@ def _openai_chat_response(model: str, result: AskResult) -> ChatCompletion:
                 }
             ],
             "usage": _openai_usage(answer.usage),
-            "genesis": result.as_dict(),
+            "genesis": {k: v for k, v in result.as_dict().items() if k != "waterfall"},
         }
     )

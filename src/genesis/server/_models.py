@@ -41,11 +41,13 @@ class AskBody(_Body):
     question: Question
     agent: Name | None = None
     top_k: TopK | None = None
+    session_id: Name | None = None  # usage and cost are reported per session
 
 
 class QueryBody(_Body):
     question: Question
     top_k: TopK | None = None
+    session_id: Name | None = None
 
 
 class RouteBody(_Body):
