@@ -86,7 +86,7 @@ def create_app(genesis: Genesis) -> FastAPI:
             budgets = genesis.settings.budgets
             record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
         if obs.otlp_endpoint:
-            enable_tracing(obs.otlp_endpoint, obs.service_name)
+            enable_tracing(obs.otlp_endpoint, obs.service_name, obs.trace_sample_ratio)
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
