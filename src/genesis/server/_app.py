@@ -252,6 +252,9 @@ async def _answer(
         )
         track_answer(genesis, result, session_id)  # its cost and event (queued, not written)
         return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away: not an error of the service
+        raise
     except Exception as exc:
         outcome = _outcome(exc)
         track_failure(genesis, name, exc, session_id)
