@@ -272,6 +272,7 @@ class ObservabilitySettings(_Model):
     # OpenTelemetry traces (a span per stage) go to this OTLP/HTTP endpoint; None: off.
     otlp_endpoint: str | None = None
     service_name: str = Field("genesis", min_length=1, max_length=64)
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)  # share of requests traced
     health_timeout_s: float = Field(2.0, gt=0, le=60)  # per dependency in /health/ready
     agent_check_timeout_s: float = Field(15.0, gt=0, le=300)  # /health/agents/{agent}
     # A real agent check costs a model call: at most one per agent per interval and process;

@@ -84,7 +84,7 @@ def create_app(genesis: Genesis) -> FastAPI:
             budgets = genesis.settings.budgets
             record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
         if obs.otlp_endpoint:
-            enable_tracing(obs.otlp_endpoint, obs.service_name)
+            enable_tracing(obs.otlp_endpoint, obs.service_name, obs.trace_sample_ratio)
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
@@ -244,6 +244,9 @@ async def _answer(
         )
         track_answer(genesis, result, session_id)  # its cost and event (queued, not written)
         return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away: not an error of the service
+        raise
     except Exception as exc:
         outcome = _outcome(exc)
         track_failure(genesis, name, exc, session_id)
