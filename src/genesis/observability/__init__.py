@@ -14,6 +14,8 @@ from genesis.observability._metrics import (
     record_loop_lag,
     record_prompt_tokens,
     record_request,
+    record_rollout_state,
+    record_rollout_verdict,
     record_stages,
     render_metrics,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "record_loop_lag",
     "record_prompt_tokens",
     "record_request",
+    "record_rollout_state",
+    "record_rollout_verdict",
     "record_stages",
     "render_metrics",
 ]

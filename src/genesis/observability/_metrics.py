@@ -39,6 +39,9 @@ class _Metrics:
     loop_lag_max_ms: Gauge
     breaker_opened: Counter
     process_up: Gauge
+    rollout_percent: Gauge
+    rollout_stage: Gauge
+    rollout_verdict: Gauge
 
 
 _metrics: _Metrics | None = None
@@ -107,6 +110,28 @@ def enable_metrics() -> CollectorRegistry:
                 "Times a circuit breaker opened",
                 ["circuit"],
                 registry=reg,
+            ),
+            # Rollout state: every worker reads the same database, so the last value wins.
+            rollout_percent=Gauge(
+                "genesis_rollout_percent",
+                "Percent of units on the fine-tuned model",
+                ["agent"],
+                registry=reg,
+                multiprocess_mode="mostrecent",
+            ),
+            rollout_stage=Gauge(
+                "genesis_rollout_stage",
+                "Rollout stage index (-1: not on a configured stage)",
+                ["agent"],
+                registry=reg,
+                multiprocess_mode="mostrecent",
+            ),
+            rollout_verdict=Gauge(
+                "genesis_rollout_verdict",
+                "1 for the latest verdict of the rollout gates",
+                ["agent", "verdict"],
+                registry=reg,
+                multiprocess_mode="mostrecent",
             ),
         )
         _metrics.process_up.set(1)
@@ -194,3 +219,19 @@ def record_breaker_opened(name: str) -> None:
     """A circuit opened; per-model circuits share one label (model ids stay out of labels)."""
     if _metrics is not None:
         _metrics.breaker_opened.labels(name if name.startswith("token-cache") else "model").inc()
+
+
+_VERDICTS = ("wait", "advance", "rollback", "blocked")
+
+
+def record_rollout_state(agent: str, percent: float, stage: int) -> None:
+    """Callers pass only configured agent names (labels stay bounded)."""
+    if _metrics is not None:
+        _metrics.rollout_percent.labels(agent).set(percent)
+        _metrics.rollout_stage.labels(agent).set(stage)
+
+
+def record_rollout_verdict(agent: str, verdict: str) -> None:
+    if _metrics is not None:
+        for name in _VERDICTS:
+            _metrics.rollout_verdict.labels(agent, name).set(1 if name == verdict else 0)
