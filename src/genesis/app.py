@@ -11,7 +11,8 @@ import asyncio
 import fcntl
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,10 +46,19 @@ from genesis.knowledge import (
     ScoredChunk,
     VectorStore,
 )
-from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
+from genesis.llm import (
+    Generation,
+    GenerationRequest,
+    LLMBackend,
+    ModelRegistry,
+    ModelRoute,
+    build_backend,
+)
 from genesis.observability import record_fallback
 from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
+from genesis.rollout import Rollout, SqlRolloutStore, unit_for
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
+from genesis.store import open_database
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -66,6 +76,8 @@ class AskResult:
     route_reason: str
     route_confidence: float
     answer: RAGAnswer
+    # Which model variant served, in which experiment, for which unit (genesis.rollout).
+    rollout: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +133,7 @@ class Genesis:
     registry = _Part[ModelRegistry]()
     agents = _Part[dict[str, Agent]]()
     router = _Part[HALORouter]()
+    rollout = _Part[Rollout]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -217,6 +230,7 @@ class Genesis:
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
+        self.rollout = self._build_rollout(stack)
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
@@ -316,6 +330,11 @@ class Genesis:
             breaker_reset_s=llm.breaker_reset_s,
             on_fallback=record_fallback,
         )
+
+    def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
+        db = open_database(self.settings)
+        stack.callback(db.close)
+        return Rollout(self.settings.rollout, self.settings.agents, SqlRolloutStore(db))
 
     async def _build_agent(self, profile: AgentProfile) -> Agent:
         assembler = PromptAssembler(self.encoder, PromptTemplate(system=profile.system_prompt))
@@ -421,8 +440,14 @@ class Genesis:
         agent: str | None = None,
         collection: str | None = None,
         top_k: int | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
+
+        The agent's rollout picks its model variant for the unit: the user, else the
+        session, else this request (``request_id``, made up when not given).
 
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
@@ -431,8 +456,13 @@ class Genesis:
         began = time.perf_counter()
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
+        unit = unit_for(user_id, session_id, request_id or uuid.uuid4().hex)
+        assignment = await self.rollout.assign(decision.agent, unit)
         answer = await self.agent(decision.agent).answer(
-            question, top_k=top_k, collection=collection
+            question,
+            top_k=top_k,
+            collection=collection,
+            generate=self._generator(decision.agent, assignment.variant == "finetuned"),
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.
@@ -440,8 +470,22 @@ class Genesis:
         total = stages.pop("total") + route_ms
         answer.timings_ms = {"route": round(route_ms, 3), **stages, "total": round(total, 3)}
         return AskResult(
-            decision.agent, decision.method, decision.reason, decision.confidence, answer
+            decision.agent,
+            decision.method,
+            decision.reason,
+            decision.confidence,
+            answer,
+            assignment.as_dict(),
         )
+
+    def _generator(
+        self, agent: str, finetuned: bool
+    ) -> Callable[[GenerationRequest], Awaitable[Generation]] | None:
+        """The registry's generator for the chosen variant (None: the pipeline's own, as the
+        offline extractive backend has no models to choose between)."""
+        if self.settings.llm.backend == "extractive":
+            return None
+        return self.registry.generator(agent, use_finetuned=finetuned)
 
     async def check_question(self, question: str, agent: str | None = None) -> int:
         """The question's token count; PromptBudgetError when it cannot fit ``agent``'s

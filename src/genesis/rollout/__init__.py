@@ -10,6 +10,7 @@ from genesis.rollout._assign import (
     threshold,
     unit_for,
 )
+from genesis.rollout._auto import run_auto
 from genesis.rollout._gates import VERDICTS, Verdict, VerdictKind, decide
 from genesis.rollout._service import AUTO_LOCK, Rollout
 from genesis.rollout._state import Change, RolloutState, RolloutStore, SqlRolloutStore
@@ -35,6 +36,7 @@ __all__ = [
     "decide",
     "experiment_name",
     "summarize",
+    "run_auto",
     "threshold",
     "unit_for",
 ]

@@ -7,6 +7,7 @@ is really returned, and every error is ``{"error": {"type", "message"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 import uuid
@@ -26,6 +27,7 @@ from genesis.observability import (
     render_metrics,
 )
 from genesis.rag import RAGUsage
+from genesis.rollout import run_auto
 from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers
 from genesis.server._limits import (
@@ -50,6 +52,7 @@ from genesis.server._models import (
     RunBody,
     SearchHit,
 )
+from genesis.server._rollout import add_rollout_routes, rollout_headers
 
 if TYPE_CHECKING:
     from genesis.app import Genesis
@@ -67,6 +70,7 @@ def create_app(genesis: Genesis) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if genesis.settings.observability.metrics:
             enable_metrics()
+        auto: asyncio.Task[None] | None = None
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
@@ -75,8 +79,11 @@ def create_app(genesis: Genesis) -> FastAPI:
             # here: one gen-2 pass over the ~100k start-up objects stalled the loop 73 ms).
             gc.collect()
             gc.freeze()
+            auto = _start_rollout_auto(genesis)
             yield
         finally:
+            if auto is not None:
+                auto.cancel()
             await access.aclose()
             await genesis.aclose()
 
@@ -101,9 +108,18 @@ def create_app(genesis: Genesis) -> FastAPI:
     return app
 
 
+def _start_rollout_auto(genesis: Genesis) -> asyncio.Task[None] | None:
+    """The automatic rollout mode, when configured (one replica at a time acts: a lock)."""
+    settings = genesis.settings.rollout
+    if not settings.auto:
+        return None
+    return asyncio.create_task(run_auto(genesis.rollout, settings.auto_interval_s))
+
+
 def _timed(response: Response, result: AskResult) -> None:
     timings = result.answer.timings_ms
     response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
+    rollout_headers(response, result.rollout)
 
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
@@ -143,13 +159,17 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
 
     @app.post("/v1/ask")
     async def ask(body: AskBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, body.agent, body.top_k)
+        result = await _answer(
+            genesis, body.question, body.agent, body.top_k, body.user, body.session_id
+        )
         _timed(response, result)
         return result
 
     @app.post("/v1/agents/{agent}/query")
     async def query(agent: Name, body: QueryBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, agent, body.top_k)
+        result = await _answer(
+            genesis, body.question, agent, body.top_k, body.user, body.session_id
+        )
         _timed(response, result)
         return result
 
@@ -189,7 +209,7 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
             raise ValueError("stream: true is not supported yet; call without streaming")
         question = _last_user_message(body.messages)
         agent = None if body.model in ("genesis", "auto") else body.model
-        result = await _answer(genesis, question, agent, None)
+        result = await _answer(genesis, question, agent, None, body.user)
         _timed(response, result)
         return _openai_chat_response(body.model, result)
 
@@ -210,6 +230,8 @@ def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
+    add_rollout_routes(app, genesis)
+
     @app.get("/admin/cache/stats")
     async def cache_stats() -> CacheStatsResponse:
         return CacheStatsResponse.model_validate(await genesis.cache_stats())
@@ -224,14 +246,21 @@ def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 async def _answer(
-    genesis: Genesis, question: str, agent: str | None, top_k: int | None
+    genesis: Genesis,
+    question: str,
+    agent: str | None,
+    top_k: int | None,
+    user: str | None = None,
+    session_id: str | None = None,
 ) -> AskResult:
     begin = time.perf_counter()
     status = "error"
     # Only configured names become metric labels: a client's string must not grow the series.
     name = "auto" if agent is None else agent if agent in genesis.settings.agents else "unknown"
     try:
-        result = await genesis.ask(question, agent=agent, top_k=top_k)
+        result = await genesis.ask(
+            question, agent=agent, top_k=top_k, user_id=user, session_id=session_id
+        )
         status, name = "ok", result.agent
         usage = result.answer.usage
         record_prompt_tokens(name, usage.prompt_tokens, usage.cached_tokens)

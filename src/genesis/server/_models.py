@@ -41,11 +41,16 @@ class AskBody(_Body):
     question: Question
     agent: Name | None = None
     top_k: TopK | None = None
+    # The rollout's unit: the user, else the session, else the request (genesis.rollout).
+    user: Name | None = None
+    session_id: Name | None = None
 
 
 class QueryBody(_Body):
     question: Question
     top_k: TopK | None = None
+    user: Name | None = None
+    session_id: Name | None = None
 
 
 class RouteBody(_Body):
@@ -74,6 +79,7 @@ class ChatBody(BaseModel):
     # Streaming is not built yet: refused with a 422 rather than answered as plain JSON, which
     # an SDK asking for a stream silently reads as zero chunks.
     stream: StrictBool = False
+    user: Name | None = None  # OpenAI's end-user id: the rollout's unit
     messages: Annotated[
         list[ChatMessage],
         Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra=_HAS_USER_TEXT),
@@ -190,3 +196,8 @@ class CacheStatsResponse(BaseModel):
     misses: int
     breaker_state: str
     breaker_opened: int
+
+
+class RolloutSetBody(_Body):
+    percent: Annotated[float, Field(ge=0, le=100)]
+    why: Annotated[str, Field(max_length=500)] = "set over the API"
