@@ -30,11 +30,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
 @contextmanager
 def _rollout() -> Iterator[Rollout]:
-    from genesis.cli import _open
+    from genesis.cli import _state
+    from genesis.config import load_settings
     from genesis.rollout import Rollout, SqlRolloutStore
     from genesis.store import open_database
 
-    settings = _open().settings
+    # Settings only: Genesis itself (embedding model, indexes) is not needed here.
+    settings = load_settings(
+        _state.get("env"), _state.get("config_dir"), overrides=_state.get("overrides")
+    )
     db = open_database(settings)
     events = _event_store(db)
     try:

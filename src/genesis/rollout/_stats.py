@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from genesis.events import RequestEvent
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -187,8 +189,8 @@ def quantile_bounds(values: FloatArray, q: float, alpha: float) -> tuple[float, 
     ``alpha``: order statistics whose ranks come from Binomial(n, q). None when n is too
     small for the bound to exist."""
     n = values.size
-    lo_rank = int(stats.binom.ppf(alpha, n, q))  # P(Bin < lo_rank) <= alpha
-    hi_rank = int(stats.binom.ppf(1.0 - alpha, n, q)) + 1
+    lo_rank = int(_scipy_stats().binom.ppf(alpha, n, q))  # P(Bin < lo_rank) <= alpha
+    hi_rank = int(_scipy_stats().binom.ppf(1.0 - alpha, n, q)) + 1
     if lo_rank < 1 or hi_rank > n:
         return None
     ordered = np.sort(values)
@@ -221,7 +223,7 @@ def summarize(arm: Arm) -> Summary:
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(_scipy_stats().norm.ppf(0.5 + confidence / 2))
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -235,7 +237,7 @@ def srm_check(n_f: int, n_b: int, share: float, threshold_p: float) -> Srm:
         # All-or-nothing splits: any unit on the wrong side is a mismatch by itself.
         broken = (share <= 0 and n_f > 0) or (share >= 1 and n_b > 0)
         return Srm((n_f, n_b), share, None, 0.0 if broken else None, broken)
-    chi2, p = stats.chisquare([n_f, n_b], [total * share, total * (1 - share)])
+    chi2, p = _scipy_stats().chisquare([n_f, n_b], [total * share, total * (1 - share)])
     return Srm((n_f, n_b), share, float(chi2), float(p), bool(p < threshold_p))
 
 
@@ -316,8 +318,8 @@ def sample_size(f: Arm, b: Arm, share: float, mde: float, power: float, alpha: f
     small = min(share, 1 - share) if 0 < share < 1 else 0.5
     # n_small * var(difference), the larger side holding n_small * (1 - small) / small.
     var_unit = p * (1 - p) + (p + mde) * (1 - p - mde) * small / (1 - small)
-    z_power = float(stats.norm.ppf(power))
-    fixed = (float(stats.norm.ppf(1 - alpha / 2)) + z_power) ** 2 * var_unit / mde**2
+    z_power = float(_scipy_stats().norm.ppf(power))
+    fixed = (float(_scipy_stats().norm.ppf(1 - alpha / 2)) + z_power) ** 2 * var_unit / mde**2
 
     def fits(n_small: float) -> bool:
         var = var_unit / n_small
@@ -342,3 +344,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return _round(value)
+
+
+def _scipy_stats() -> ModuleType:
+    # Imported on first use: scipy.stats costs ~1-2 s of start-up that `genesis ask` and
+    # the server's request path never need.
+    from scipy import stats
+
+    module: ModuleType = stats
+    return module
