@@ -149,11 +149,14 @@ def _figures(go: Any, series: dict[str, Any]) -> list[Any]:
 
 def _band(go: Any, fig: Any, s: dict[str, list[Any]], name: str, colour: str) -> None:
     t = [_when(x) for x in s["t"]]
-    fig.add_trace(go.Scatter(x=t, y=s["high"], line={"width": 0}, showlegend=False, name=name))
+    fig.add_trace(
+        go.Scatter(x=t, y=s["high"], mode="lines", line={"width": 0}, showlegend=False, name=name)
+    )
     fig.add_trace(
         go.Scatter(
             x=t,
             y=s["low"],
+            mode="lines",
             fill="tonexty",
             line={"width": 0},
             fillcolor=_alpha(colour),
@@ -161,7 +164,9 @@ def _band(go: Any, fig: Any, s: dict[str, list[Any]], name: str, colour: str) ->
             name=name,
         )
     )
-    fig.add_trace(go.Scatter(x=t, y=s["value"], name=name, line={"color": colour}))
+    fig.add_trace(
+        go.Scatter(x=t, y=s["value"], mode="lines+markers", name=name, line={"color": colour})
+    )
 
 
 def _when(ts: float) -> str:
@@ -178,7 +183,7 @@ def _alpha(colour: str) -> str:
 def _summary_html(status: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in _facts(status))
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in status["verdict"]["reasons"])
-    return f"<table>{rows}</table><h3>Why</h3><ul>{reasons}</ul>"
+    return f"<table>{rows}</table><h3>Why (current verdict)</h3><ul>{reasons}</ul>"
 
 
 def _facts(status: dict[str, Any]) -> list[tuple[str, str]]:
@@ -194,6 +199,7 @@ def _facts(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("stage", esc(f"{state.get('stage', '-')} of {status['stages']}")),
         ("status", esc(str(state.get("status", "not started")))),
         ("verdict", f"<b>{esc(verdict['verdict'])}</b>"),
+        ("last decision", esc(_last_decision(status["changes"]))),
         (
             "sample-ratio check",
             esc(
@@ -210,6 +216,16 @@ def _facts(status: dict[str, Any]) -> list[tuple[str, str]]:
             ),
         ),
     ]
+
+
+def _last_decision(changes: list[dict[str, Any]]) -> str:
+    for change in changes:  # newest first
+        if change["evidence"]:
+            return (
+                f"{change['action']} at {_when(change['ts'])} by {change['who']}: "
+                f"{change['evidence'].get('verdict')} ({change['why']})"
+            )
+    return "none with recorded evidence"
 
 
 def _changes_html(changes: list[dict[str, Any]]) -> str:
