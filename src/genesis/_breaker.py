@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from genesis.observability import record_breaker_opened
+from genesis.observability import record_breaker_opened, record_breaker_state
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._probe_at: float | None = None
         self.opened_count = 0
+        record_breaker_state(name, "closed")  # the series exists before the first failure
 
     @property
     def state(self) -> BreakerState:
@@ -99,6 +100,7 @@ class CircuitBreaker:
             self._probe_at = None
 
     def _log(self, old: BreakerState, new: BreakerState) -> None:
+        record_breaker_state(self.name, new)
         logger.warning(
             "circuit breaker %s: %s -> %s (failures=%s)", self.name, old, new, self._failures
         )

@@ -19,17 +19,17 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 
 from genesis.app import AskResult
-from genesis.errors import FeatureDisabledError
+from genesis.errors import FeatureDisabledError, GenesisError, LLMTimeoutError
 from genesis.observability import (
     enable_metrics,
-    record_prompt_tokens,
     record_request,
+    record_tokens,
     render_metrics,
 )
 from genesis.rag import RAGUsage
 from genesis.rollout import run_auto
 from genesis.server._auth import AccessControl, requires
-from genesis.server._errors import ERROR_RESPONSES, add_error_handlers
+from genesis.server._errors import ERROR_RESPONSES, add_error_handlers, status_for
 from genesis.server._limits import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -69,7 +69,7 @@ def create_app(genesis: Genesis) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if genesis.settings.observability.metrics:
-            enable_metrics()
+            enable_metrics(**_label_names(genesis))
         auto: asyncio.Task[None] | None = None
         try:
             await genesis.warm_up()
@@ -254,20 +254,43 @@ async def _answer(
     session_id: str | None = None,
 ) -> AskResult:
     begin = time.perf_counter()
-    status = "error"
-    # Only configured names become metric labels: a client's string must not grow the series.
-    name = "auto" if agent is None else agent if agent in genesis.settings.agents else "unknown"
+    # Metric labels: the recorder keeps only configured agent and model names.
+    outcome, name, model, variant = "error", agent, None, None
     try:
         result = await genesis.ask(
             question, agent=agent, top_k=top_k, user_id=user, session_id=session_id
         )
-        status, name = "ok", result.agent
+        outcome, name, model = "ok", result.agent, result.answer.model
+        variant = result.rollout["variant"] if result.rollout else None
         usage = result.answer.usage
-        record_prompt_tokens(name, usage.prompt_tokens, usage.cached_tokens)
+        record_tokens(
+            name, model, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+        )
         return result
+    except Exception as exc:
+        outcome = _outcome(exc)
+        raise
     finally:
-        backend = genesis.settings.llm.backend
-        record_request(name, backend, status, (time.perf_counter() - begin) * 1000.0)
+        record_request(name, model, variant, outcome, time.perf_counter() - begin)
+
+
+def _outcome(exc: Exception) -> str:
+    """The ``outcome`` label of a failed request: the error-rate alert counts ``error`` and
+    ``timeout``, not a client's mistake (``rejected``: an unknown agent, a prompt too long)."""
+    if isinstance(exc, LLMTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, GenesisError) and status_for(exc) < 500:
+        return "rejected"
+    return "error"
+
+
+def _label_names(genesis: Genesis) -> dict[str, set[str]]:
+    """The configured agent and model names: the only ones recorded as metric labels."""
+    s = genesis.settings
+    models = {s.llm.default_model, "extractive"}
+    for profile in s.agents.values():
+        models.update(m for m in (profile.models.finetuned, profile.models.baseline) if m)
+    return {"agents": set(s.agents), "models": models, "variants": {"finetuned", "baseline"}}
 
 
 def _last_user_message(messages: list[ChatMessage]) -> str:
