@@ -13,7 +13,7 @@ from genesis.app import Genesis
 from genesis.config import load_settings
 from genesis.rollout import Rollout, SqlRolloutStore
 from genesis.store import open_database
-from genesis.testing.server_process import serve
+from genesis.testing.server_process import api_key_for, config_with_keys, serve
 
 FINETUNED = "ft:open-mistral-7b:genesis:support-v3"
 BASELINE = "open-mistral-7b"
@@ -70,6 +70,7 @@ def _variant(url: str, user: str) -> str:
     response = httpx.post(
         f"{url}/v1/agents/support/query",
         json={"question": "How long do refunds take?", "user": user},
+        headers=_auth("app"),
         timeout=30,
     )
     response.raise_for_status()
@@ -87,7 +88,12 @@ def test_two_server_processes_agree_within_five_seconds(demo_home: Path, tmp_pat
     rollout = _rollout_of(demo_home, store.split("=", 1)[1])
     rollout.set("support", 0, "test")
     users = [f"user-{i}" for i in range(3)]
-    with serve(demo_home, store) as one, serve(demo_home, store) as two:
+    keys = config_with_keys(tmp_path / "config", {"ops": ["query", "admin"], "app": ["query"]})
+    cfg = ("--config-dir", str(keys))
+    with (
+        serve(demo_home, store, global_args=cfg) as one,
+        serve(demo_home, store, global_args=cfg) as two,
+    ):
         for url in (one.url, two.url):
             assert {_variant(url, u) for u in users} == {"baseline"}
         rollout.set("support", 100, "test", "all in")
@@ -108,9 +114,32 @@ def test_two_server_processes_agree_within_five_seconds(demo_home: Path, tmp_pat
                 "user": "u9",
                 "messages": [{"role": "user", "content": "Refunds?"}],
             },
+            headers=_auth("app"),
             timeout=30,
         )
+        assert chat.status_code == 200, chat.text
         assert chat.headers["X-Genesis-Variant"] == "finetuned"
         assert chat.headers["X-Genesis-Experiment"] == f"support:{FINETUNED}"
         metrics = httpx.get(f"{one.url}/metrics", timeout=10).text
         assert 'genesis_rollout_percent{agent="support"} 100.0' in metrics
+        _admin_routes(two.url)
+
+
+def _auth(key_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key_for(key_id)}"}
+
+
+def _admin_routes(url: str) -> None:
+    body = {"percent": 25, "why": "from the API"}
+    route = f"{url}/admin/rollout/support/set"
+    assert httpx.post(route, json=body, timeout=30).status_code == 401
+    assert httpx.post(route, json=body, headers=_auth("app"), timeout=30).status_code == 403
+    bad = httpx.post(route, json={"percent": 101}, headers=_auth("ops"), timeout=30)
+    assert bad.status_code == 422 and "error" in bad.json()
+    done = httpx.post(route, json=body, headers=_auth("ops"), timeout=30)
+    assert done.status_code == 200, done.text
+    status = httpx.get(f"{url}/admin/rollout/support", headers=_auth("ops"), timeout=30).json()
+    assert status["percent"] == 25.0
+    change = status["changes"][0]
+    assert (change["action"], change["who"], change["why"]) == ("set", "api:ops", "from the API")
+    assert status["verdict"]["verdict"] in ("wait", "blocked")
