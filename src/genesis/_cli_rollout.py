@@ -44,20 +44,15 @@ def _rollout() -> Iterator[Rollout]:
     try:
         yield Rollout(settings.rollout, settings.agents, SqlRolloutStore(db), events)
     finally:
-        if events is not None:
-            events.close()
+        events.close()
         db.close()
 
 
-def _event_store(db: Any) -> EventStore | None:
-    """The SQL event store (genesis.events) when this build has it."""
-    import genesis.events as events
+def _event_store(db: Any) -> EventStore:
+    """The request events the statistics read, on the same database."""
+    from genesis.events import SqlEventStore
 
-    store_class = getattr(events, "SqlEventStore", None)
-    if store_class is None:
-        return None
-    store: EventStore = store_class(db, owns_database=False)
-    return store
+    return SqlEventStore(db, owns_database=False)
 
 
 def _do(work: Callable[[Rollout], T]) -> T:

@@ -33,6 +33,8 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     ├── RolloutError
     ├── ExecutorClosedError
     ├── NotWarmedUpError
+    ├── SessionError
+    │   └── UnknownSessionError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -73,9 +75,11 @@ __all__ = [
     "SandboxError",
     "SegmentBoundaryError",
     "ServiceError",
+    "SessionError",
     "TokenizerError",
     "UnknownAgentError",
     "UnknownCollectionError",
+    "UnknownSessionError",
     "VectorStoreError",
 ]
 
@@ -214,6 +218,18 @@ class RolloutError(GenesisError):
     """A rollout command that cannot apply (no fine-tuned model, a bad percentage or state)."""
 
     status_code = 409
+
+
+class SessionError(GenesisError):
+    """The session store (conversation memory) failed or is unreachable (503 over HTTP)."""
+
+    status_code = 503
+
+
+class UnknownSessionError(SessionError):
+    """No turns are stored under this session id for this key (unknown or expired)."""
+
+    status_code = 404
 
 
 class ServiceError(GenesisError):

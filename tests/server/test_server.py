@@ -66,7 +66,19 @@ def test_ask_routes_and_reports_server_timing(client: httpx.Client) -> None:
     assert body["agent"] == "support"
     assert body["answer"]["sources"]
     timing = response.headers["server-timing"]
-    for stage in ("embed", "search", "tokens", "assemble", "generate", "total"):
+    for stage in (
+        "auth",
+        "route",
+        "embed",
+        "retrieve",
+        "token_cache",
+        "assemble",
+        "generate",
+        "tracking",
+        "serialize",
+        "other",
+        "total",
+    ):
         assert f"{stage};dur=" in timing
 
 

@@ -1,5 +1,6 @@
 """Metrics (Prometheus) and per-stage timings."""
 
+from genesis.observability._health import HealthCheck, HealthChecks, overall_status
 from genesis.observability._loop import LoopLagMonitor
 from genesis.observability._metrics import (
     BREAKER_STATES,
@@ -15,6 +16,7 @@ from genesis.observability._metrics import (
     record_abstained,
     record_breaker_opened,
     record_breaker_state,
+    record_budgets,
     record_cache_lookup,
     record_cache_lookups,
     record_cost,
@@ -33,23 +35,48 @@ from genesis.observability._metrics import (
     variant_label,
 )
 from genesis.observability._timing import StageTimer
+from genesis.observability._tracing import (
+    enable_tracing,
+    record_trace,
+    shutdown_tracing,
+    tracing_enabled,
+)
+from genesis.observability._waterfall import (
+    STAGE_ORDER,
+    Waterfall,
+    begin_waterfall,
+    current_waterfall,
+    end_waterfall,
+    request_stage,
+    server_timing,
+)
 
 __all__ = [
     "BREAKER_STATES",
+    "HealthCheck",
+    "HealthChecks",
     "LOOP_LAG_BUCKETS_MS",
     "LoopLagMonitor",
     "MULTIPROC_ENV",
+    "STAGE_ORDER",
     "StageTimer",
+    "Waterfall",
     "agent_label",
     "allow_labels",
+    "begin_waterfall",
+    "current_waterfall",
     "disable_metrics",
     "enable_metrics",
+    "end_waterfall",
+    "enable_tracing",
     "forget_this_process",
     "metrics_enabled",
     "model_label",
+    "overall_status",
     "record_abstained",
     "record_breaker_opened",
     "record_breaker_state",
+    "record_budgets",
     "record_cache_lookup",
     "record_cache_lookups",
     "record_cost",
@@ -64,6 +91,11 @@ __all__ = [
     "record_rollout_verdict",
     "record_stages",
     "record_tokens",
+    "record_trace",
     "render_metrics",
+    "request_stage",
+    "server_timing",
+    "shutdown_tracing",
+    "tracing_enabled",
     "variant_label",
 ]

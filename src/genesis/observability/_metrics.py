@@ -30,6 +30,7 @@ the alerts and the dashboard in ``deploy/`` read:
 ``genesis_rollout_percent``                 gauge {agent}: units on the fine-tuned model
 ``genesis_rollout_stage``                   gauge {agent}: stage index, -1 off-plan
 ``genesis_rollout_verdict``                 gauge {agent, verdict}: 1 for the latest
+``genesis_cost_budget_usd``                 gauge {period}: ``hour``/``day`` from budgets.*
 ==========================================  ==========================================
 
 Only configured agent, model and variant names become label values (see
@@ -101,6 +102,7 @@ class _Metrics:
     rollout_percent: Gauge
     rollout_stage: Gauge
     rollout_verdict: Gauge
+    budget: Gauge
 
 
 _metrics: _Metrics | None = None
@@ -233,6 +235,14 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             registry=reg,
             multiprocess_mode="mostrecent",
         ),
+        # From configuration (budgets.*): the cost-burn alerts compare spend against it.
+        budget=Gauge(
+            "genesis_cost_budget_usd",
+            "Configured model-cost budget per period",
+            ["period"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        ),
     )
 
 
@@ -312,6 +322,15 @@ def forget_this_process() -> None:
         from prometheus_client.multiprocess import mark_process_dead
 
         mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
+
+
+def record_budgets(per_hour_usd: float | None, per_day_usd: float | None) -> None:
+    """Export the configured cost budgets (a period without one exports nothing, so its
+    alert never fires)."""
+    if _metrics is not None:
+        for period, usd in (("hour", per_hour_usd), ("day", per_day_usd)):
+            if usd is not None:
+                _metrics.budget.labels(period).set(usd)
 
 
 # -- requests ----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Staged rollout of agents' fine-tuned models: sticky HMAC assignment, the state every
 replica reads, sequential statistics, gates, the automatic mode and the report."""
 
+from typing import TYPE_CHECKING, Any
+
 from genesis.rollout._assign import (
     BUCKETS,
     Assigner,
@@ -12,8 +14,8 @@ from genesis.rollout._assign import (
 )
 from genesis.rollout._auto import run_auto
 from genesis.rollout._gates import VERDICTS, Verdict, VerdictKind, decide
-from genesis.rollout._service import AUTO_LOCK, Rollout
-from genesis.rollout._state import Change, RolloutState, RolloutStore, SqlRolloutStore
+from genesis.rollout._service import AUTO_LOCK, Rollout, current_assignment
+from genesis.rollout._state import Change, LazyRolloutStore, RolloutState, RolloutStore
 from genesis.rollout._stats import Arm, Comparison, compare, summarize
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "Assignment",
     "Change",
     "Comparison",
+    "LazyRolloutStore",
     "Rollout",
     "RolloutState",
     "RolloutStore",
@@ -33,10 +36,25 @@ __all__ = [
     "Verdict",
     "VerdictKind",
     "compare",
+    "current_assignment",
     "decide",
     "experiment_name",
+    "open_rollout_store",
     "summarize",
     "run_auto",
     "threshold",
     "unit_for",
 ]
+
+if TYPE_CHECKING:
+    from genesis.rollout._sql import SqlRolloutStore, open_rollout_store
+
+
+def __getattr__(name: str) -> Any:
+    # SQLAlchemy is imported on first use (as genesis.events does): most commands never
+    # touch the rollout's tables.
+    if name in ("SqlRolloutStore", "open_rollout_store"):
+        from genesis.rollout import _sql
+
+        return getattr(_sql, name)
+    raise AttributeError(f"module 'genesis.rollout' has no attribute {name!r}")

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from genesis.config import AgentProfile, RolloutSettings
@@ -28,6 +29,14 @@ from genesis.rollout._stats import Arm, compare
 logger = logging.getLogger(__name__)
 
 AUTO_LOCK = "rollout-auto"
+# The agent and assignment of the request in progress: a request that fails after its
+# variant was chosen is still counted against that variant (the error-rate guardrail).
+_current: ContextVar[tuple[str, Assignment] | None] = ContextVar("genesis_rollout", default=None)
+
+
+def current_assignment() -> tuple[str, Assignment] | None:
+    """``(agent, assignment)`` of this request, once :meth:`Rollout.assign` has run in it."""
+    return _current.get()
 
 
 class Rollout:
@@ -40,12 +49,16 @@ class Rollout:
         store: RolloutStore,
         events: EventStore | None = None,
         *,
+        open_events: Callable[[], EventStore] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``events`` (or ``open_events``, called on first need) is where the statistics
+        read the requests from."""
         self.settings = settings
         self._agents = dict(agents)
         self.store = store
-        self.events = events
+        self._events_store = events
+        self._open_events = open_events
         self._clock = clock
         self._assigner = Assigner(
             settings.secret.get_secret_value().encode(), settings.forced_users
@@ -58,7 +71,9 @@ class Rollout:
     async def assign(self, agent: str, unit: Unit) -> Assignment:
         """The variant ``unit`` gets for ``agent`` now (percentage at most ``cache_ttl_s`` old)."""
         states = await self._cache.states()
-        return self._assigner.assign(self.experiment(agent), unit, self._percent(agent, states))
+        found = self._assigner.assign(self.experiment(agent), unit, self._percent(agent, states))
+        _current.set((agent, found))
+        return found
 
     def _read_states(self) -> dict[str, RolloutState]:
         states = self.store.states()
@@ -129,16 +144,24 @@ class Rollout:
         baseline = [e for e in events if e.variant == "baseline"]
         return Arm.of(finetuned, scores), Arm.of(baseline, scores)
 
+    @property
+    def events(self) -> EventStore | None:
+        if self._events_store is None and self._open_events is not None:
+            self._events_store = self._open_events()
+        return self._events_store
+
     def _events(self, agent: str, experiment: str, since: float | None) -> list[RequestEvent]:
-        if self.events is None:
+        store = self.events
+        if store is None:
             return []
-        found = self.events.events(agent=agent, experiment=experiment, since=since)
+        found = store.events(agent=agent, experiment=experiment, since=since)
         return sorted(found, key=lambda e: e.ts)
 
     def _feedback(self, events: list[RequestEvent]) -> dict[str, float]:
-        if self.events is None or not events:
+        store = self.events
+        if store is None or not events:
             return {}
-        found = self.events.feedback([e.request_id for e in events])
+        found = store.feedback([e.request_id for e in events])
         return {rid: f.score for rid, f in found.items()}
 
     def status(self, agent: str) -> dict[str, Any]:

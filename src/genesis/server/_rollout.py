@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
+from genesis.rollout import current_assignment
 from genesis.server._auth import principal_of
 from genesis.server._models import Name, RolloutSetBody
 
 if TYPE_CHECKING:
-    from genesis.app import Genesis
+    from genesis.app import AskResult, Genesis
 
 VARIANT_HEADER = "X-Genesis-Variant"
 EXPERIMENT_HEADER = "X-Genesis-Experiment"
@@ -27,6 +28,42 @@ def rollout_headers(response: Response, rollout: dict[str, Any] | None) -> None:
     response.headers[UNIT_HEADER] = str(rollout["unit_kind"])
     if rollout["experiment"] is not None:
         response.headers[EXPERIMENT_HEADER] = str(rollout["experiment"])
+
+
+def event_fields(genesis: Genesis, result: AskResult) -> dict[str, Any]:
+    """The rollout's fields of an answered request's event: experiment, variant, unit kind,
+    and whether the fine-tuned model fell back to the baseline."""
+    rollout = result.rollout
+    if rollout is None:
+        return {}
+    finetuned = genesis.settings.agents[result.agent].models.finetuned
+    fell_back = (
+        rollout["variant"] == "finetuned"
+        and finetuned is not None
+        and genesis.settings.llm.backend != "extractive"
+        and result.answer.model != finetuned
+    )
+    return {
+        "experiment": rollout["experiment"],
+        "variant": rollout["variant"],
+        "unit_kind": rollout["unit_kind"],
+        "fallback": fell_back,
+        "fallback_reason": "error" if fell_back else None,
+    }
+
+
+def failure_fields() -> dict[str, Any]:
+    """The agent and rollout fields of a failed request whose variant was already chosen."""
+    found = current_assignment()
+    if found is None:
+        return {}
+    agent, assignment = found
+    return {
+        "agent": agent,
+        "experiment": assignment.experiment,
+        "variant": assignment.variant,
+        "unit_kind": assignment.unit.kind,
+    }
 
 
 def add_rollout_routes(app: APIRouter, genesis: Genesis) -> None:
