@@ -27,6 +27,9 @@ the alerts and the dashboard in ``deploy/`` read:
 ``genesis_model_calls_saved_total``         counter {agent}
 ``genesis_event_loop_lag_seconds``          histogram; ``..._max_seconds`` gauge
 ``genesis_process_up``                      gauge {pid} per live worker
+``genesis_rollout_percent``                 gauge {agent}: units on the fine-tuned model
+``genesis_rollout_stage``                   gauge {agent}: stage index, -1 off-plan
+``genesis_rollout_verdict``                 gauge {agent, verdict}: 1 for the latest
 ``genesis_cost_budget_usd``                 gauge {period}: ``hour``/``day`` from budgets.*
 ==========================================  ==========================================
 
@@ -96,6 +99,9 @@ class _Metrics:
     loop_lag_max: Gauge
     loop_stalled: Counter
     process_up: Gauge
+    rollout_percent: Gauge
+    rollout_stage: Gauge
+    rollout_verdict: Gauge
     budget: Gauge
     # Label children by (metric, values): prometheus_client's labels() validates and locks
     # on every call (~2-5 us each, a dozen per request); the values are bounded (see above).
@@ -209,6 +215,28 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             "1 for each live server process",
             registry=reg,
             multiprocess_mode="liveall",
+        ),
+        # Rollout state: every worker reads the same database, so the latest value wins.
+        rollout_percent=Gauge(
+            "genesis_rollout_percent",
+            "Percent of units on the fine-tuned model",
+            ["agent"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        ),
+        rollout_stage=Gauge(
+            "genesis_rollout_stage",
+            "Rollout stage index (-1: not on a configured stage)",
+            ["agent"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        ),
+        rollout_verdict=Gauge(
+            "genesis_rollout_verdict",
+            "1 for the latest verdict of the rollout gates",
+            ["agent", "verdict"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
         ),
         # From configuration (budgets.*): the cost-burn alerts compare spend against it.
         budget=Gauge(
@@ -446,3 +474,20 @@ def record_loop_stall(running_s: float, runqueue_s: float, other_s: float) -> No
 def record_loop_lag_max(max_ms: float) -> None:
     if _metrics is not None:
         _metrics.loop_lag_max.set(max_ms / 1000.0)
+
+
+_VERDICTS = ("wait", "advance", "rollback", "blocked")
+
+
+def record_rollout_state(agent: str, percent: float, stage: int) -> None:
+    if _metrics is not None:
+        name = agent_label(agent)
+        _metrics.rollout_percent.labels(name).set(percent)
+        _metrics.rollout_stage.labels(name).set(stage)
+
+
+def record_rollout_verdict(agent: str, verdict: str) -> None:
+    if _metrics is not None:
+        name = agent_label(agent)
+        for kind in _VERDICTS:
+            _metrics.rollout_verdict.labels(name, kind).set(1 if kind == verdict else 0)

@@ -41,6 +41,7 @@ from genesis.observability import (
 )
 from genesis.server._auth import Principal
 from genesis.server._errors import error_response
+from genesis.server._rollout import event_fields, failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
@@ -166,6 +167,7 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
+                **event_fields(genesis, result),
             )
         )
 
@@ -177,17 +179,18 @@ def track_failure(
     known = agent if agent in genesis.settings.agents else ("auto" if agent is None else "unknown")
     ts, elapsed = _started()
     principal = _principal()
+    fields: dict[str, Any] = {"agent": known, **failure_fields()}
     genesis.tracker.record(
         RequestEvent(
             ts=ts,
             request_id=request_id(),
-            agent=known,
             model="",
             outcome="error",
             latency_ms=round(elapsed, 3),
             session_id=session_id,
             key_id=principal.key_id if principal else None,
             error_type=type(exc).__name__,
+            **fields,
         )
     )
 
