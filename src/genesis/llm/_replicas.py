@@ -77,8 +77,8 @@ class BreakerSettings:
     on every replica is the registry's business (retries, fallback), not a sick replica."""
 
     failure_rate: float = 0.8
-    window: int = 20
-    min_calls: int = 10
+    window: int = 40
+    min_calls: int = 20
     reset_timeout_s: float = 10.0
 
 
@@ -261,21 +261,23 @@ class ReplicatedCompletionsBackend:
         completions_payload(request)  # refuse a request without token IDs before routing
         key = self.router.affinity_key(request.prompt_ids)
         deadline = time.monotonic() + request.timeout_s
-        last: LLMError | None = None
-        tries = 0
-        for replica in self.router.order(key):
-            if tries >= self._max_tries or time.monotonic() >= deadline:
+        order = self.router.order(key)
+        tried: list[LLMError] = []
+        for replica in order:  # allow() is asked lazily: it hands out half-open probes
+            if len(tried) >= self._max_tries or time.monotonic() >= deadline:
                 break
-            if not replica.breaker.allow():
-                continue
-            tries += 1
-            try:
-                return await self._call(replica, request, deadline)
-            except _RETRYABLE as exc:
-                last = exc
-        if last is None:
-            last = LLMServerError(f"no replica could take the request (model {request.model!r})")
-        raise last
+            if replica.breaker.allow():
+                try:
+                    return await self._call(replica, request, deadline)
+                except _RETRYABLE as exc:
+                    tried.append(exc)
+        if not tried:  # every breaker refused: try anyway rather than fail unserved
+            for replica in order[: self._max_tries]:
+                try:
+                    return await self._call(replica, request, deadline)
+                except _RETRYABLE as exc:
+                    tried.append(exc)
+        raise tried[-1] if tried else LLMTimeoutError(f"no time left ({request.model!r})")
 
     async def _call(
         self, replica: Replica, request: GenerationRequest, deadline: float
