@@ -16,7 +16,9 @@ import pytest
 from genesis.config import load_settings
 from genesis.errors import ConfigError
 from genesis.llm import (
+    CompletionsBackend,
     GenerationRequest,
+    LLMBackend,
     Message,
     ModelRegistry,
     ModelRoute,
@@ -109,6 +111,7 @@ async def test_a_down_replica_is_skipped_within_the_request_and_taken_back(
     generation = await backend.generate(_request(ids))  # one call: refused, then another
     assert generation.text == "Reply from base."
     assert backend.router.replicas[home].breaker.state == "open"
+    assert backend.health()[home]["state"] == "open"
     others = [i for i in range(3) if i != home]
     assert sum(_served_by(servers)[i] for i in others) == 1
     await backend.generate(_request(ids))  # not even tried now: the router puts it last
@@ -125,8 +128,9 @@ async def test_a_down_replica_is_skipped_within_the_request_and_taken_back(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("replicas", [3, 1])
 async def test_each_model_failing_half_the_time_still_serves_95_percent(
-    gpt2: HFTokenizer,
+    gpt2: HFTokenizer, replicas: int
 ) -> None:
     rates = {"ft": 0.5, "base": 0.5}
     routes = {a: ModelRoute("ft", "base") for a in ("support", "docs", "qa")}
@@ -134,9 +138,13 @@ async def test_each_model_failing_half_the_time_still_serves_95_percent(
     with ExitStack() as stack:
         servers = [
             stack.enter_context(FakeOpenAIServer(gpt2, MODELS, failure_rates=rates, seed=i))
-            for i in range(3)
+            for i in range(replicas)
         ]
-        backend = ReplicatedCompletionsBackend([s.base_url for s in servers])
+        backend: LLMBackend = (
+            ReplicatedCompletionsBackend([s.base_url for s in servers])
+            if replicas > 1
+            else CompletionsBackend(servers[0].base_url)
+        )
         registry = ModelRegistry(
             routes,
             backend,
@@ -155,7 +163,8 @@ async def test_each_model_failing_half_the_time_still_serves_95_percent(
     ok = sum(1 for served, _ in outcomes if served)
     assert ok >= 0.95 * len(outcomes), ok
     assert max(elapsed for _, elapsed in outcomes) <= budget_s + 0.5
-    # One verdict per request: three attempts that fail once in two do not open the breakers.
+    # One verdict per request: three attempts that fail once in two do not open the breakers
+    # (the drill that made 99% fail: three failed attempts opened a shared breaker for 30 s).
     assert all(registry.breaker.state(k) == "closed" for k in ("support:ft", "docs:base"))
     failures = sum(len(s.calls(endpoint="completions")) for s in servers)
     assert failures > len(outcomes)  # failures did happen and were retried

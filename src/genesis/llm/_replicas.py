@@ -252,6 +252,19 @@ class ReplicatedCompletionsBackend:
         urls = [redact_url(r.url) for r in self.router.replicas]
         return f"ReplicatedCompletionsBackend({urls!r}, policy={self.router.policy!r})"
 
+    def health(self) -> list[dict[str, Any]]:
+        """Per replica: redacted URL, breaker state, in-flight and served counts."""
+        return [
+            {
+                "url": redact_url(r.url),
+                "weight": r.weight,
+                "state": r.breaker.state,
+                "in_flight": r.in_flight,
+                "served": r.served,
+            }
+            for r in self.router.replicas
+        ]
+
     async def generate(self, request: GenerationRequest) -> Generation:
         """Serve ``request`` on the routed replica, failing over to others within its timeout.
 
