@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from genesis.config import load_settings
-from genesis.errors import ConfigError
+from genesis.errors import ConfigError, LLMBadRequestError
 from genesis.llm import (
     CompletionsBackend,
     GenerationRequest,
@@ -241,3 +241,35 @@ def test_replicas_config_builds_the_backend() -> None:
     assert backend.router.policy == "round_robin"
     with pytest.raises(ConfigError):
         build_backend("chat", base_url="http://x:1", **replica_options(settings.llm))
+
+
+@pytest.mark.integration
+async def test_a_bad_request_is_not_tried_on_other_replicas(
+    servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> None:
+    backend = ReplicatedCompletionsBackend([s.base_url for s in servers])
+    ids = await _ids(gpt2, BASE)
+    first = backend.router.order(backend.router.affinity_key(ids))[0].index
+    servers[first].script("base", [400])
+    with pytest.raises(LLMBadRequestError):
+        await backend.generate(_request(ids))
+    assert _served_by(servers)[first] == 1 and sum(_served_by(servers)) == 1
+    with pytest.raises(LLMBadRequestError):  # no token IDs: refused before routing
+        await backend.generate(_request(np.zeros(0, dtype=np.uint32)))
+    assert all(r.in_flight == 0 and r.healthy for r in backend.router.replicas)
+    await backend.aclose()
+
+
+@pytest.mark.integration
+async def test_a_failing_replica_is_retried_on_the_next_within_one_call(
+    servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> None:
+    backend = ReplicatedCompletionsBackend([s.base_url for s in servers], max_tries=2)
+    ids = await _ids(gpt2, BASE + "Question: retry?")
+    first = backend.router.order(backend.router.affinity_key(ids))[0].index
+    servers[first].script("base", [503])
+    generation = await backend.generate(_request(ids))
+    assert generation.text == "Reply from base."
+    assert len(servers[first].calls()) == 1
+    assert sum(_served_by(servers)) == 2  # the failed call and the one that served
+    await backend.aclose()

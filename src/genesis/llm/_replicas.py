@@ -271,7 +271,8 @@ class ReplicatedCompletionsBackend:
         Raises ``LLMBadRequestError`` at once (every replica would refuse it); otherwise, when
         no replica served, the last replica's error (``LLMServerError`` if none was tried).
         """
-        completions_payload(request)  # refuse a request without token IDs before routing
+        if request.prompt_ids is None or len(request.prompt_ids) == 0:
+            completions_payload(request)  # raises the backend's own LLMBadRequestError
         key = self.router.affinity_key(request.prompt_ids)
         deadline = time.monotonic() + request.timeout_s
         order = self.router.order(key)

@@ -193,4 +193,5 @@ def record_loop_lag_max(max_ms: float) -> None:
 def record_breaker_opened(name: str) -> None:
     """A circuit opened; per-model circuits share one label (model ids stay out of labels)."""
     if _metrics is not None:
-        _metrics.breaker_opened.labels(name if name.startswith("token-cache") else "model").inc()
+        kind = "replica" if name.startswith("replica-") else "model"
+        _metrics.breaker_opened.labels(name if name.startswith("token-cache") else kind).inc()
