@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-from genesis.observability import record_breaker_opened
+from genesis.observability import record_breaker_opened, record_breaker_state
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._probe_at: float | None = None
         self.opened_count = 0
+        record_breaker_state(name, "closed")  # the series exists before the first failure
 
     @property
     def state(self) -> BreakerState:
@@ -100,6 +101,7 @@ class CircuitBreaker:
             self._probe_at = None
 
     def _log(self, old: BreakerState, new: BreakerState) -> None:
+        record_breaker_state(self.name, new)
         logger.warning(
             "circuit breaker %s: %s -> %s (failures=%s)", self.name, old, new, self._failures
         )
@@ -184,6 +186,7 @@ class RateCircuitBreaker:
         self._opened_at: float | None = None
         self._probe_at: float | None = None
         self.opened_count = 0
+        record_breaker_state(name, "closed")  # the series exists before the first failure
 
     @property
     def state(self) -> BreakerState:
@@ -205,6 +208,8 @@ class RateCircuitBreaker:
         now = self._clock()
         if self._probe_at is not None and now - self._probe_at < self.reset_timeout_s:
             return False
+        if self._probe_at is None:
+            self._log("open", "half_open")
         self._probe_at = now
         return True
 
@@ -261,6 +266,7 @@ class RateCircuitBreaker:
         self._reset_window()
 
     def _log(self, old: BreakerState, new: BreakerState) -> None:
+        record_breaker_state(self.name, new)
         logger.warning("circuit breaker %s: %s -> %s", self.name, old, new)
 
 

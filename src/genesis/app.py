@@ -11,13 +11,15 @@ import asyncio
 import fcntl
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
-from genesis.agents import Agent
+from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
+from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
     CircuitBreaker,
     RedisClusterTokenStore,
@@ -30,12 +32,12 @@ from genesis.config import AgentProfile, Settings, load_settings, redact_url
 from genesis.errors import (
     CacheError,
     ConfigError,
-    GenesisError,
     NotWarmedUpError,
     PromptBudgetError,
     TokenizerError,
     UnknownAgentError,
 )
+from genesis.events import Cost, Tracker
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -46,8 +48,9 @@ from genesis.knowledge import (
     VectorStore,
 )
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
-from genesis.observability import record_fallback
-from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
+from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
+from genesis.observability import HealthChecks, record_fallback
+from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
@@ -66,6 +69,11 @@ class AskResult:
     route_reason: str
     route_confidence: float
     answer: RAGAnswer
+    # Set by the server: the id to send feedback for, what the request cost, and its
+    # waterfall (stages in ms, ``other`` and ``total``; see genesis.observability).
+    request_id: str | None = None
+    cost: Cost | None = None
+    waterfall: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +129,8 @@ class Genesis:
     registry = _Part[ModelRegistry]()
     agents = _Part[dict[str, Agent]]()
     router = _Part[HALORouter]()
+    tracker = _Part[Tracker]()
+    sessions = _Part[SessionStore]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -131,6 +141,15 @@ class Genesis:
         # only then may /health/ready say ok (false again while ensure_demo ingests).
         self._serving = False
         self._stack = AsyncExitStack()
+        # Readiness checks: built-in ones here, other components register theirs.
+        obs = settings.observability
+        self.health_checks = HealthChecks(obs.health_timeout_s)
+        register_builtin_checks(self, self.health_checks)
+        self.agent_checks = AgentChecks(
+            partial(probe_agent, self),
+            timeout_s=obs.agent_check_timeout_s,
+            interval_s=obs.agent_check_interval_s,
+        )
 
     @classmethod
     def from_config(
@@ -179,6 +198,9 @@ class Genesis:
     async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.home.mkdir(parents=True, exist_ok=True)
+        # Cheap: the event store opens on the first event, on the recorder's own thread.
+        self.tracker = Tracker.from_settings(s)
+        stack.push_async_callback(self.tracker.aclose)  # writes every queued event
         # The ONNX graph of the model is written once, next to the knowledge base.
         self.embedder = MiniLMEmbedder(cache_dir=self.home / "models")
         self.batcher = QueryBatcher(
@@ -219,6 +241,8 @@ class Genesis:
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
+        self.sessions = self._build_sessions()
+        stack.push_async_callback(self.sessions.aclose)
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
@@ -288,6 +312,21 @@ class Genesis:
         # Embedded default: a file next to the knowledge base, so token IDs survive between
         # CLI runs (an in-process dict would start cold every time).
         return SqliteTokenStore(self.home / "token_cache.sqlite")
+
+    def _build_sessions(self) -> SessionStore:
+        s = self.settings.sessions
+        limits = SessionLimits(s.max_turns, s.ttl_s, s.max_turn_chars)
+        if self.settings.redis.cluster:
+            # The session store speaks to one Redis node; said at start, not hidden.
+            logger.warning("sessions: kept in-process (the Redis session store is single-node)")
+        if self.settings.redis.url is None or self.settings.redis.cluster:
+            return InProcessSessionStore(limits, max_sessions=s.max_sessions)
+        return RedisSessionStore.from_url(
+            self.settings.redis.url.get_secret_value(),
+            limits,
+            prefix=s.prefix,
+            socket_timeout_s=self.settings.redis.socket_timeout_s,
+        )
 
     def _build_vector_store(self) -> VectorStore:
         k = self.settings.knowledge
@@ -425,18 +464,31 @@ class Genesis:
         agent: str | None = None,
         collection: str | None = None,
         top_k: int | None = None,
+        history: Sequence[Turn] = (),
+        options: AnswerOptions | None = None,
+        generate_for: Callable[[str], Generate | None] | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
+
+        ``history`` is the conversation so far (oldest first), ``options`` the client's
+        generation settings, and ``generate_for(agent)`` may give the generator to use once
+        the agent is chosen (the streaming endpoint's).
 
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
         """
-        await self.check_question(question, agent)
+        # "route" covers checking the question's length (a tokenizer call) and routing.
         began = time.perf_counter()
+        await self.check_question(question, agent)
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
         answer = await self.agent(decision.agent).answer(
-            question, top_k=top_k, collection=collection
+            question,
+            top_k=top_k,
+            collection=collection,
+            history=history,
+            options=options,
+            generate=generate_for(decision.agent) if generate_for else None,
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.
@@ -508,30 +560,15 @@ class Genesis:
     # -- health --------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """Readiness: each component's state; ``degraded`` when the cache runs without L2;
+        """Readiness: each dependency's state and latency (see :mod:`genesis._readiness`);
+        ``degraded`` when a non-critical one is down, ``down`` when the knowledge store is,
         ``starting`` until :meth:`warm_up` is done and while :meth:`ensure_demo` runs."""
-        began = time.perf_counter()
-        if not self.serving:
-            # Not ok before everything a first request needs is in memory.
-            return {"status": "starting", "ready": False, "elapsed_ms": 0.0}
-        checks: dict[str, Any] = {"ready": True}
-        try:
-            checks["collections"] = await self.kb.collections()
-            checks["knowledge"] = "ok"
-        except GenesisError as exc:
-            checks["knowledge"] = f"down: {exc}"
-        l2 = await self.token_cache.l2_health()
-        checks["token_cache"] = {"store": type(self.store).__name__, **l2}
-        checks["llm"] = {"backend": self.settings.llm.backend}
-        status = "ok"
-        if checks["knowledge"] != "ok":
-            status = "down"
-        elif l2["state"] == "down" or l2["breaker"] != "closed":
-            # The cache is an optimisation: requests are still served, tokenized locally.
-            status = "degraded"
-        checks["status"] = status
-        checks["elapsed_ms"] = round((time.perf_counter() - began) * 1000, 3)
-        return checks
+        return await readiness(self, self.health_checks)
+
+    async def check_agent(self, agent: str) -> dict[str, Any]:
+        """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
+        self.agent(agent)  # an unknown name is an error, not a check
+        return await self.agent_checks.check(agent)
 
 
 @asynccontextmanager

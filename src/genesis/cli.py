@@ -452,3 +452,11 @@ def keys_hash() -> None:
     if not key:
         _fail(ValueError('no key on stdin; e.g. printf %s "$KEY" | genesis keys hash'))
     out.print(hash_api_key(key), markup=False, highlight=False, soft_wrap=True)
+
+
+# Tracking commands live in their own module (events export, cost, profile).
+from genesis._cli_tracking import cost, events_app, profile  # noqa: E402
+
+app.add_typer(events_app, name="events")
+app.command()(cost)
+app.command()(profile)

@@ -38,11 +38,13 @@ __all__ = [
     "CacheSettings",
     "KnowledgeSettings",
     "LLMSettings",
+    "ModelPrice",
     "RateLimitSettings",
     "RedisSettings",
     "RouterSettings",
     "Scope",
     "ServerSettings",
+    "SessionSettings",
     "Settings",
     "StoreSettings",
     "TokenizerSettings",
@@ -264,9 +266,46 @@ class StoreSettings(_Model):
     flush_interval_s: float = Field(0.5, gt=0, le=60)
 
 
+class ModelPrice(_Model):
+    """US dollars per million tokens of one model. ``cached_input_per_1m`` (optional) prices
+    the prompt tokens that were served from the token cache (the stable prefix a provider's
+    prefix cache bills at its cached rate); without it they cost ``input_per_1m``."""
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(None, ge=0)
+
+
+class SessionSettings(_Model):
+    """Conversation memory: in Redis when ``redis.url`` is set (shared, survives restarts),
+    else in-process. Every bound is on what one session can hold."""
+
+    max_turns: int = Field(20, ge=1, le=1000)
+    ttl_s: int = Field(86_400, ge=1, le=90 * 86_400)  # renewed by every turn
+    max_turn_chars: int = Field(16_000, ge=256, le=1_000_000)  # question and answer, each
+    max_sessions: int = Field(10_000, ge=1, le=10_000_000)  # in-process store only
+    prefix: str = Field("gs", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+
+
 class ObservabilitySettings(_Model):
     metrics: bool = True
     analytics: bool = True
+    # OpenTelemetry traces (a span per stage) go to this OTLP/HTTP endpoint; None: off.
+    otlp_endpoint: str | None = None
+    service_name: str = Field("genesis", min_length=1, max_length=64)
+    health_timeout_s: float = Field(2.0, gt=0, le=60)  # per dependency in /health/ready
+    agent_check_timeout_s: float = Field(15.0, gt=0, le=300)  # /health/agents/{agent}
+    # A real agent check costs a model call: at most one per agent per interval and process;
+    # calls in between get the last result.
+    agent_check_interval_s: float = Field(30.0, ge=0, le=86_400)
+
+
+class BudgetSettings(_Model):
+    """Model-cost budgets in US dollars, exported as ``genesis_cost_budget_usd`` for the
+    cost-burn alerts in ``deploy/prometheus/alerts.yml``; None: no alert."""
+
+    cost_per_hour_usd: float | None = Field(None, gt=0)
+    cost_per_day_usd: float | None = Field(None, gt=0)
 
 
 class Settings(_Model):
@@ -281,7 +320,10 @@ class Settings(_Model):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
+    pricing: dict[str, ModelPrice] = {}  # model name -> price; unknown models cost 0 (logged)
+    sessions: SessionSettings = SessionSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    budgets: BudgetSettings = BudgetSettings()
     agents: dict[str, AgentProfile] = {}
 
     @field_validator("agents", mode="before")

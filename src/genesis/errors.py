@@ -32,6 +32,8 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     ├── PromptBudgetError
     ├── ExecutorClosedError
     ├── NotWarmedUpError
+    ├── SessionError
+    │   └── UnknownSessionError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -71,9 +73,11 @@ __all__ = [
     "SandboxError",
     "SegmentBoundaryError",
     "ServiceError",
+    "SessionError",
     "TokenizerError",
     "UnknownAgentError",
     "UnknownCollectionError",
+    "UnknownSessionError",
     "VectorStoreError",
 ]
 
@@ -206,6 +210,18 @@ class ExecutorClosedError(GenesisError):
 
 class NotWarmedUpError(GenesisError):
     """A component of :class:`genesis.app.Genesis` was used before ``await warm_up()``."""
+
+
+class SessionError(GenesisError):
+    """The session store (conversation memory) failed or is unreachable (503 over HTTP)."""
+
+    status_code = 503
+
+
+class UnknownSessionError(SessionError):
+    """No turns are stored under this session id for this key (unknown or expired)."""
+
+    status_code = 404
 
 
 class ServiceError(GenesisError):

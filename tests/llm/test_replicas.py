@@ -273,3 +273,22 @@ async def test_a_failing_replica_is_retried_on_the_next_within_one_call(
     assert len(servers[first].calls()) == 1
     assert sum(_served_by(servers)) == 2  # the failed call and the one that served
     await backend.aclose()
+
+
+@pytest.mark.integration
+async def test_a_stream_follows_affinity_and_fails_over_before_its_first_piece(
+    servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> None:
+    backend = ReplicatedCompletionsBackend([s.base_url for s in servers])
+    ids = await _ids(gpt2, BASE + "Question: stream?")
+    first = backend.router.order(backend.router.affinity_key(ids))[0].index
+    text = "".join([d.text async for d in backend.stream(_request(ids))])
+    assert text == "Reply from base."
+    assert _served_by(servers)[first] == 1
+    servers[first].script("base", [503])
+    pieces = [d async for d in backend.stream(_request(ids))]
+    assert "".join(d.text for d in pieces) == "Reply from base."
+    assert pieces[-1].finish_reason == "stop"
+    assert _served_by(servers)[first] == 2 and sum(_served_by(servers)) == 3
+    assert all(r.in_flight == 0 for r in backend.router.replicas)
+    await backend.aclose()

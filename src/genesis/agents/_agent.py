@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from genesis._executor import run_cpu
@@ -56,6 +57,7 @@ from genesis.config import AgentProfile
 from genesis.errors import AgentError
 from genesis.llm import Generation, GenerationRequest, Usage
 from genesis.rag import RAGAnswer, Source, TokenCachedRAG
+from genesis.rag._history import Turn
 from genesis.rag._pipeline import Generate
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,15 @@ logger = logging.getLogger(__name__)
 Contexts = list[tuple[str, str, str]]
 # Guideline chunks retrieved per rule a review flagged (the best is nearly always first).
 _GUIDELINES_PER_RULE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOptions:
+    """A client's generation settings for one answer; None keeps the agent profile's."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
 
 
 class Agent:
@@ -125,21 +136,26 @@ class Agent:
         collection: str | None = None,
         generate: Generate | None = None,
         include_prompt: bool = False,
+        history: Sequence[Turn] = (),
+        options: AnswerOptions | None = None,
     ) -> RAGAnswer:
         """Answer from this agent's collection (or ``collection``) with its own settings;
-        ``generate`` replaces the pipeline's generator for this call."""
-        p = self.profile
+        ``generate`` replaces the pipeline's generator for this call; ``history`` is the
+        conversation so far; ``options`` override the profile's generation settings."""
+        p, o = self.profile, options or AnswerOptions()
         return await self._rag.answer(
             question,
             collection or p.collection,
             top_k=p.top_k if top_k is None else top_k,
             budget_tokens=p.context_budget,
-            max_tokens=p.max_tokens,
-            temperature=p.temperature,
+            max_tokens=p.max_tokens if o.max_tokens is None else o.max_tokens,
+            temperature=p.temperature if o.temperature is None else o.temperature,
             model=p.models.finetuned or p.models.baseline,
             timeout_s=self._timeout_s,
             generate=generate,
             include_prompt=include_prompt,
+            history=history,
+            stop=o.stop,
         )
 
     # -- uniform entry point -----------------------------------------------------------------

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -37,6 +37,7 @@ from genesis.errors import (
     LLMTimeoutError,
     UnknownAgentError,
 )
+from genesis.llm._stream import OpenedStream, StreamDelta, StreamingBackend
 from genesis.llm._types import Generation, GenerationRequest, LLMBackend, Message
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ _GRACE_S = 0.25
 _REASON_CHARS = 300
 
 FallbackHook = Callable[[str, str, str, str], None]
+T = TypeVar("T")
 
 
 class KeyedBreaker(Protocol):
@@ -239,14 +241,68 @@ class ModelRegistry:
         ``LLMError``; otherwise ``AllModelsFailedError`` whose ``reasons`` maps each model
         tried to why it failed. Returns within ``total_budget_s`` (plus a small grace).
         """
+        call = self._backend.generate
+        generation, model, index, reasons, tally = await self._walk(
+            agent, request, call, use_finetuned=use_finetuned, use_fallback=use_fallback
+        )
+        return RegistryResult(generation, agent, model, index > 0, reasons, tally.attempts)
+
+    async def open_stream(
+        self,
+        agent: str,
+        request: GenerationRequest,
+        *,
+        use_finetuned: bool = True,
+        use_fallback: bool = True,
+    ) -> OpenedStream:
+        """Start a streamed answer: retries and fallback as :meth:`generate`, but only until
+        the first piece has arrived; after that, errors come out of the stream itself (a
+        client may have seen text from this model, so no other model may take over).
+
+        A backend that cannot stream answers with one piece (its whole generation).
+        """
+        opened, model, index, _, _ = await self._walk(
+            agent,
+            request,
+            self._first_piece,
+            use_finetuned=use_finetuned,
+            use_fallback=use_fallback,
+        )
+        opened.model, opened.fell_back = model, index > 0
+        return opened
+
+    async def _first_piece(self, request: GenerationRequest) -> OpenedStream:
+        if not isinstance(self._backend, StreamingBackend):
+            whole = await self._backend.generate(request)
+            delta = StreamDelta(whole.text, whole.finish_reason, whole.usage, whole.model)
+            return OpenedStream(request.model, delta, None)
+        stream = self._backend.stream(request)
+        try:
+            first = await anext(stream, StreamDelta(finish_reason="stop"))
+        except BaseException:
+            await stream.aclose()
+            raise
+        return OpenedStream(request.model, first, stream)
+
+    async def _walk(
+        self,
+        agent: str,
+        request: GenerationRequest,
+        call: Callable[[GenerationRequest], Awaitable[T]],
+        *,
+        use_finetuned: bool,
+        use_fallback: bool,
+    ) -> tuple[T, str, int, list[str], _Tally]:
+        """Walk ``[fine-tuned, baseline]`` with ``call``: the first result, with which model
+        gave it, its position, the reasons of earlier failures and the attempt count."""
         models = self._candidates(self.route(agent), use_finetuned, use_fallback)
         deadline = self._clock() + self._budget
         tally, reasons, errors = _Tally(), [], {}
         for index, model in enumerate(models):
             last = index == len(models) - 1
             try:
-                generation = await self._serve(
-                    agent, model, request, self._phase_end(deadline, last), tally
+                result = await self._serve(
+                    agent, model, request, self._phase_end(deadline, last), tally, call
                 )
             except LLMError as exc:
                 if not use_fallback:
@@ -256,7 +312,7 @@ class ModelRegistry:
                 if not last:
                     self._fell_back(agent, model, models[index + 1], exc)
                 continue
-            return RegistryResult(generation, agent, model, index > 0, reasons, tally.attempts)
+            return result, model, index, reasons, tally
         raise _all_failed(agent, errors)
 
     def generator(
@@ -290,14 +346,20 @@ class ModelRegistry:
         return deadline if last else deadline - min(self._attempt_timeout, self._budget / 2)
 
     async def _serve(
-        self, agent: str, model: str, request: GenerationRequest, deadline: float, tally: _Tally
-    ) -> Generation:
+        self,
+        agent: str,
+        model: str,
+        request: GenerationRequest,
+        deadline: float,
+        tally: _Tally,
+        call: Callable[[GenerationRequest], Awaitable[T]],
+    ) -> T:
         """One model, with retries; the breaker hears one verdict for the whole request."""
         key = self.breaker_key(agent, model)
         if not self._breaker.allow(key):
             raise CircuitOpenError(f"circuit breaker for model {model!r} is open; not called")
         try:
-            generation = await self._retried(model, request, deadline, tally)
+            result = await self._retried(model, request, deadline, tally, call)
         except RETRYABLE:
             self._breaker.record_failure(key)
             raise
@@ -310,11 +372,16 @@ class ModelRegistry:
             self._breaker.release_probe(key)
             raise
         self._breaker.record_success(key)
-        return generation
+        return result
 
     async def _retried(
-        self, model: str, request: GenerationRequest, deadline: float, tally: _Tally
-    ) -> Generation:
+        self,
+        model: str,
+        request: GenerationRequest,
+        deadline: float,
+        tally: _Tally,
+        call: Callable[[GenerationRequest], Awaitable[T]],
+    ) -> T:
         """One model, with retries inside ``deadline``; raises its last ``LLMError``."""
         retrying = AsyncRetrying(
             stop=self._stop_rule(deadline),
@@ -325,7 +392,7 @@ class ModelRegistry:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(model, request, deadline, tally)
+                return await self._attempt(model, request, deadline, tally, call)
         raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
 
     def _stop_rule(self, deadline: float) -> Callable[[RetryCallState], bool]:
@@ -337,8 +404,13 @@ class ModelRegistry:
         return stop
 
     async def _attempt(
-        self, model: str, request: GenerationRequest, deadline: float, tally: _Tally
-    ) -> Generation:
+        self,
+        model: str,
+        request: GenerationRequest,
+        deadline: float,
+        tally: _Tally,
+        call: Callable[[GenerationRequest], Awaitable[T]],
+    ) -> T:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise LLMTimeoutError(f"time budget spent before model {model!r} could be called")
@@ -346,12 +418,10 @@ class ModelRegistry:
         timeout = min(self._attempt_timeout, remaining)
         try:
             async with asyncio.timeout(timeout + _GRACE_S):
-                generation = await self._backend.generate(
-                    replace(request, model=model, timeout_s=timeout)
-                )
+                result = await call(replace(request, model=model, timeout_s=timeout))
         except TimeoutError as exc:
             raise LLMTimeoutError(f"model {model!r} gave no answer within {timeout:.2f}s") from exc
-        return generation
+        return result
 
     def _fell_back(self, agent: str, from_model: str, to_model: str, exc: LLMError) -> None:
         reason = reason_code(exc)

@@ -31,7 +31,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Self
 
@@ -50,6 +50,7 @@ from genesis.errors import (
 )
 from genesis.llm._blocks import BLOCK_SIZE, DEFAULT_SEED, block_hashes
 from genesis.llm._openai import CompletionsBackend, completions_payload
+from genesis.llm._stream import StreamDelta
 from genesis.llm._types import Generation, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -273,25 +274,83 @@ class ReplicatedCompletionsBackend:
         """
         if request.prompt_ids is None or len(request.prompt_ids) == 0:
             completions_payload(request)  # raises the backend's own LLMBadRequestError
-        key = self.router.affinity_key(request.prompt_ids)
         deadline = time.monotonic() + request.timeout_s
-        order = self.router.order(key)
-        tried: list[LLMError] = []
-        for replica in order:  # allow() is asked lazily: it hands out half-open probes
-            if len(tried) >= self._max_tries or time.monotonic() >= deadline:
-                break
+        last: LLMError | None = None
+        for replica in self._attempts(request, deadline):
+            try:
+                return await self._call(replica, request, deadline)
+            except _RETRYABLE as exc:
+                last = exc
+        raise last or LLMTimeoutError(f"no time left to call a replica ({request.model!r})")
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        """:meth:`generate`'s routing and failover for a stream, until its first piece: once
+        a replica has sent text, its errors end the stream (no other replica takes over)."""
+        if request.prompt_ids is None or len(request.prompt_ids) == 0:
+            completions_payload(request)
+        deadline = time.monotonic() + request.timeout_s
+        last: LLMError | None = None
+        for replica in self._attempts(request, deadline):
+            self.router.acquire(replica)
+            inner = self._backends[replica.index].stream(
+                replace(request, timeout_s=deadline - time.monotonic())
+            )
+            try:
+                first = await self._first(replica, inner)
+            except _RETRYABLE as exc:
+                last = exc
+                await inner.aclose()
+                self.router.release(replica)
+                continue
+            try:
+                if first is not None:
+                    yield first
+                async for delta in inner:
+                    yield delta
+            finally:
+                await inner.aclose()
+                self.router.release(replica)
+            return
+        raise last or LLMTimeoutError(f"no time left to call a replica ({request.model!r})")
+
+    async def _first(
+        self, replica: Replica, inner: AsyncGenerator[StreamDelta, None]
+    ) -> StreamDelta | None:
+        try:
+            first = await anext(inner, None)
+        except LLMBadRequestError:
+            replica.breaker.record_success()
+            await inner.aclose()
+            self.router.release(replica)
+            raise
+        except _RETRYABLE as exc:
+            _record_failure(replica, exc)
+            raise
+        except BaseException:
+            replica.breaker.release_probe()
+            await inner.aclose()
+            self.router.release(replica)
+            raise
+        replica.breaker.record_success()
+        return first
+
+    def _attempts(self, request: GenerationRequest, deadline: float) -> Iterator[Replica]:
+        """The replicas to try in turn, at most ``max_tries``; breakers are asked lazily (a
+        half-open one hands out its probe). When every breaker refuses, they are tried
+        anyway rather than fail a request that no replica was asked to serve."""
+        order = self.router.order(self.router.affinity_key(request.prompt_ids))
+        tried = 0
+        for replica in order:
+            if tried >= self._max_tries or time.monotonic() >= deadline:
+                return
             if replica.breaker.allow():
-                try:
-                    return await self._call(replica, request, deadline)
-                except _RETRYABLE as exc:
-                    tried.append(exc)
-        if not tried:  # every breaker refused: try anyway rather than fail unserved
+                tried += 1
+                yield replica
+        if tried == 0:
             for replica in order[: self._max_tries]:
-                try:
-                    return await self._call(replica, request, deadline)
-                except _RETRYABLE as exc:
-                    tried.append(exc)
-        raise tried[-1] if tried else LLMTimeoutError(f"no time left ({request.model!r})")
+                if time.monotonic() >= deadline:
+                    return
+                yield replica
 
     async def _call(
         self, replica: Replica, request: GenerationRequest, deadline: float

@@ -7,10 +7,12 @@ from genesis.rag._assembly import (
     PromptSegment,
     PromptTemplate,
 )
-from genesis.rag._pipeline import RAGAnswer, RAGUsage, Source, TokenCachedRAG
+from genesis.rag._history import Turn, turns_from_messages
+from genesis.rag._pipeline import Generate, RAGAnswer, RAGUsage, Source, TokenCachedRAG
 
 __all__ = [
     "AssembledPrompt",
+    "Generate",
     "IncludedChunk",
     "PromptAssembler",
     "PromptSegment",
@@ -19,4 +21,6 @@ __all__ = [
     "RAGUsage",
     "Source",
     "TokenCachedRAG",
+    "Turn",
+    "turns_from_messages",
 ]
