@@ -425,8 +425,11 @@ def record_fallback(agent: str, from_model: str, to_model: str, reason: str) -> 
 
 
 def _circuit_label(name: str) -> str:
-    # Per-model circuits are named by the model id: only configured ones become labels.
-    return name if name.startswith(_CACHE_CIRCUIT_PREFIX) else model_label(name)
+    # Per-model circuits are named by the model id (or "agent:model" where agents share the
+    # model): only configured models become labels. Replica circuits are "replica-<index>".
+    if name.startswith((_CACHE_CIRCUIT_PREFIX, "replica-")):
+        return name
+    return model_label(name.rpartition(":")[2])
 
 
 def record_breaker_state(name: str, state: str) -> None:

@@ -222,6 +222,7 @@ def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
 
 def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
     add_rollout_routes(app, genesis)
+
     @app.get("/admin/cache/stats")
     async def cache_stats() -> CacheStatsResponse:
         return CacheStatsResponse.model_validate(await genesis.cache_stats())
