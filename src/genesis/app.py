@@ -8,6 +8,7 @@ shells around this class.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import time
@@ -47,7 +48,14 @@ from genesis.knowledge import (
 )
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
 from genesis.observability import record_fallback
-from genesis.rag import PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG
+from genesis.rag import (
+    AbstentionPolicy,
+    EvidenceScorer,
+    PromptAssembler,
+    PromptTemplate,
+    RAGAnswer,
+    TokenCachedRAG,
+)
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
@@ -216,6 +224,7 @@ class Genesis:
         self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
+        self._evidence = self._build_evidence()
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
@@ -317,6 +326,14 @@ class Genesis:
             on_fallback=record_fallback,
         )
 
+    def _build_evidence(self) -> EvidenceScorer:
+        """One sentence ranker for every agent (its sentence-vector cache is shared)."""
+        answers = self.settings.answers
+        policy = AbstentionPolicy(enabled=answers.abstain)
+        if answers.abstain_threshold is not None:
+            policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
+        return EvidenceScorer(self.embedder.embed_documents, self.embedder.embed_query, policy)
+
     async def _build_agent(self, profile: AgentProfile) -> Agent:
         assembler = PromptAssembler(self.encoder, PromptTemplate(system=profile.system_prompt))
         await assembler.warm_up()
@@ -330,6 +347,8 @@ class Genesis:
             max_context_tokens=self.settings.llm.max_context_tokens,
             cache_ttl_s=profile.cache_ttl_s,
             retrieval=self.settings.knowledge.retrieval,
+            evidence=self._evidence,
+            calls_model=not extractive,
         )
         return Agent(profile, rag, timeout_s=self.settings.llm.timeout_s)
 

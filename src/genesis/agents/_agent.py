@@ -125,9 +125,11 @@ class Agent:
         collection: str | None = None,
         generate: Generate | None = None,
         include_prompt: bool = False,
+        abstain: bool = True,
     ) -> RAGAnswer:
         """Answer from this agent's collection (or ``collection``) with its own settings;
-        ``generate`` replaces the pipeline's generator for this call."""
+        ``generate`` replaces the pipeline's generator for this call; ``abstain`` lets weak
+        retrieval evidence end the call with "not in the knowledge base"."""
         p = self.profile
         return await self._rag.answer(
             question,
@@ -140,6 +142,7 @@ class Agent:
             timeout_s=self._timeout_s,
             generate=generate,
             include_prompt=include_prompt,
+            abstain=abstain,
         )
 
     # -- uniform entry point -----------------------------------------------------------------
@@ -331,7 +334,8 @@ class Agent:
             generation = await self._generate(request)
             return dataclasses.replace(generation, citations=[])
 
-        answer = await self.answer(query, top_k=top_k, generate=wrapped)
+        # A task (plan, tests, review) uses its guidelines whatever the question: no abstention.
+        answer = await self.answer(query, top_k=top_k, generate=wrapped, abstain=False)
         request = seen[0]
         contexts = [
             (c.source, c.heading, text)

@@ -12,6 +12,7 @@ from genesis.llm._types import (
     GenerationRequest,
     LLMBackend,
     Message,
+    Quote,
     Usage,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "KeyedCircuitBreaker",
     "LLMBackend",
     "Message",
+    "Quote",
     "ModelRegistry",
     "ModelRoute",
     "RegistryResult",

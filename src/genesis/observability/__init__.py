@@ -1,5 +1,6 @@
 """Metrics (Prometheus) and per-stage timings."""
 
+from genesis.observability._answers import record_answer_outcome
 from genesis.observability._loop import LoopLagMonitor
 from genesis.observability._metrics import (
     LOOP_LAG_BUCKETS_MS,
@@ -28,6 +29,7 @@ __all__ = [
     "enable_metrics",
     "forget_this_process",
     "metrics_enabled",
+    "record_answer_outcome",
     "record_breaker_opened",
     "record_cache_lookups",
     "record_fallback",

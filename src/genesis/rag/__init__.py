@@ -7,10 +7,23 @@ from genesis.rag._assembly import (
     PromptSegment,
     PromptTemplate,
 )
-from genesis.rag._pipeline import RAGAnswer, RAGUsage, Source, TokenCachedRAG
+from genesis.rag._evidence import AbstentionPolicy, Assessment, Evidence, EvidenceScorer
+from genesis.rag._pipeline import (
+    NOT_ANSWERED,
+    RAGAnswer,
+    RAGUsage,
+    Source,
+    TokenCachedRAG,
+    renumber_citations,
+)
 
 __all__ = [
+    "NOT_ANSWERED",
+    "AbstentionPolicy",
     "AssembledPrompt",
+    "Assessment",
+    "Evidence",
+    "EvidenceScorer",
     "IncludedChunk",
     "PromptAssembler",
     "PromptSegment",
@@ -19,4 +32,5 @@ __all__ = [
     "RAGUsage",
     "Source",
     "TokenCachedRAG",
+    "renumber_citations",
 ]
