@@ -12,12 +12,13 @@ import dataclasses
 import fcntl
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from genesis._executor import run_cpu
 from genesis.agents import Agent
 from genesis.cache import (
     CircuitBreaker,
@@ -55,6 +56,7 @@ from genesis.rag import (
     PromptTemplate,
     RAGAnswer,
     TokenCachedRAG,
+    vocabulary,
 )
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
@@ -235,6 +237,7 @@ class Genesis:
             threshold=s.router.threshold,
             default_agent=s.router.default_agent,
             registry=self.registry,
+            evidence=self._retrieval_evidence,
         )
         await self._load_models()
 
@@ -326,6 +329,18 @@ class Genesis:
             on_fallback=record_fallback,
         )
 
+    def _retrieval_evidence(
+        self, task: str, vector: Any, agents: Sequence[str]
+    ) -> dict[str, float]:
+        """How well each agent's collection matches ``task``: the router's tie-breaker."""
+        del task  # the dense score needs only the vector
+        out = {}
+        for name in agents:
+            score = self.kb.best_dense_score(vector, self.settings.agents[name].collection)
+            if score is not None:
+                out[name] = score
+        return out
+
     def _build_evidence(self) -> EvidenceScorer:
         """One sentence ranker for every agent (its sentence-vector cache is shared)."""
         answers = self.settings.answers
@@ -395,6 +410,14 @@ class Genesis:
         """One search per collection loads its vectors, HNSW file and BM25 index."""
         for name in sorted(await self.kb.collections()):
             await self.kb.search("warm up", name, 1)
+        await self._refresh_vocabulary()
+
+    async def _refresh_vocabulary(self) -> None:
+        """Teach the abstention check every term of the knowledge base (~50 ms for the demo)."""
+        texts = []
+        for name in sorted(await self.kb.collections()):
+            texts += [f"{c.heading}\n{c.text}" for c in await self.kb.all_chunks(name)]
+        self._evidence.set_vocabulary(await run_cpu(vocabulary, texts))
 
     @property
     def serving(self) -> bool:
@@ -409,6 +432,8 @@ class Genesis:
         report = await self.kb.ingest(Path(path), collection, progress=progress)
         if report.chunks_added:
             await self.cache_warm(collection)
+        if report.chunks_added or report.chunks_removed:
+            await self._refresh_vocabulary()
         return report
 
     async def search(

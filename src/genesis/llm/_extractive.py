@@ -9,7 +9,9 @@ and questions are never quoted. Each sentence is scored by
 - lexical overlap: the idf-weighted share of the question's terms the sentence contains
   (lower-cased words, stop words removed, crude suffix stripping so "caching" meets "cache";
   idf over the candidate sentences, so a word every sentence has tells nothing),
-- position: earlier chunks (better retrieval rank) and earlier sentences weigh a little more.
+- position: earlier chunks (better retrieval rank) and earlier sentences weigh a little more,
+- answer type: a question asking for a quantity ("how long", "how many", "what is the
+  maximum") favours sentences that state a number.
 
 The answer quotes the best sentences, best first, without near-duplicates.
 """
@@ -34,7 +36,7 @@ NOTHING_FOUND = (
 MAX_SENTENCES = 3
 MIN_SENTENCES = 2
 # Past MIN_SENTENCES, a sentence scoring under this share of the best one is left out.
-_RELATIVE_CUTOFF = 0.8
+_RELATIVE_CUTOFF = 0.65
 _MIN_CHARS, _MAX_CHARS = 15, 600
 # Weights of the three signals (with a semantic score; without one, lexical and position).
 SEMANTIC_WEIGHT, LEXICAL_WEIGHT, POSITION_WEIGHT = 0.6, 0.3, 0.1
@@ -48,7 +50,9 @@ _STOP_WORDS = frozenset(
     most my no nor not now of off on once only or other our out over own same she should so some
     such than that the their them then there these they this those through to too under until
     up very was we were what when where which while who whom why will with would you your yours
-    use used using get one two may might must need via per""".split()
+    use used using get one two may might must need via per
+    many much long still often way able want like please help tell know let make thing things
+    anything something possible yes there's what's i'm going""".split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
@@ -57,6 +61,14 @@ _MARKUP = re.compile(r"^\s*(?:[-*+]\s+|\d+\.\s+|>\s*)")
 _HEADING = re.compile(r"^\s*(#{1,6}\s|={3,}\s*$|-{3,}\s*$)")
 _TABLE_ROW = re.compile(r"^\s*\||\|.*\|")
 _INDENTED_CODE = re.compile(r"^( {4}|\t)")
+_ASKS_QUANTITY = re.compile(
+    r"\b(how\s+(many|much|long|often|quickly|soon|big|large)|when|what\s+(is|are)\s+the\s+"
+    r"(maximum|minimum|max|min|default|longest|shortest|limit|price|cost|fee))\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d")
+# Added to a sentence that states a number when the question asks for a quantity.
+NUMBER_BONUS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +147,7 @@ def rank_sentences(
         return []
     weights = term_weights(query_terms, sentences)
     total = sum(weights.values())
+    wants_number = bool(_ASKS_QUANTITY.search(query))
     ranked = []
     for i, s in enumerate(sentences):
         lexical = sum(weights[t] for t in query_terms & s.terms) / total
@@ -142,6 +155,8 @@ def rank_sentences(
         if lexical <= 0.0 and semantic is None:
             continue
         score = _combine(sem, lexical, _position(s), semantic is not None)
+        if wants_number and _NUMBER.search(s.text):
+            score += NUMBER_BONUS
         ranked.append(RankedSentence(s, score, sem, lexical))
     ranked.sort(key=lambda r: (-r.score, r.sentence.context, r.sentence.position))
     return ranked

@@ -7,7 +7,14 @@ from genesis.rag._assembly import (
     PromptSegment,
     PromptTemplate,
 )
-from genesis.rag._evidence import AbstentionPolicy, Assessment, Evidence, EvidenceScorer
+from genesis.rag._evidence import (
+    AbstentionPolicy,
+    Assessment,
+    Evidence,
+    EvidenceScorer,
+    Vocabulary,
+    vocabulary,
+)
 from genesis.rag._pipeline import (
     NOT_ANSWERED,
     RAGAnswer,
@@ -32,5 +39,7 @@ __all__ = [
     "RAGUsage",
     "Source",
     "TokenCachedRAG",
+    "Vocabulary",
     "renumber_citations",
+    "vocabulary",
 ]
