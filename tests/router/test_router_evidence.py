@@ -71,7 +71,7 @@ def test_a_close_call_goes_to_the_agent_whose_collection_matches_better() -> Non
         evidence = Evidence({better: 0.8, worse: 0.2, "weather": 0.0})
         decision = router(evidence).route(task)
         assert decision.agent == better
-        assert sorted(evidence.asked[0]) == ["billing", "cooking"]
+        assert {"billing", "cooking"} <= set(evidence.asked[0])
         assert "close call" in decision.reason
 
 
