@@ -97,7 +97,15 @@ async def test_offline_answer_quotes_the_fact_and_does_not_abstain(demo_home: Pa
     assert (result.agent, answer.abstained, answer.extractive) == ("support", False, True)
     assert "180 days" in answer.answer
     assert [s.source for s in answer.sources][0] == "refunds.md"
-    assert set(answer.evidence) == {"dense", "lexical", "sentence", "coverage", "known", "score"}
+    assert set(answer.evidence) == {
+        "dense",
+        "lexical",
+        "sentence",
+        "coverage",
+        "known",
+        "names",
+        "score",
+    }
 
 
 async def test_abstention_can_be_switched_off(demo_home: Path) -> None:
