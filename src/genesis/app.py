@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fcntl
+import functools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 from genesis._executor import run_cpu
-from genesis.agents import Agent
+from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
+from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
     CircuitBreaker,
     RedisClusterTokenStore,
@@ -32,12 +36,12 @@ from genesis.config import AgentProfile, Settings, load_settings, redact_url
 from genesis.errors import (
     CacheError,
     ConfigError,
-    GenesisError,
     NotWarmedUpError,
     PromptBudgetError,
     TokenizerError,
     UnknownAgentError,
 )
+from genesis.events import Cost, Tracker, note_fallback
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -47,17 +51,21 @@ from genesis.knowledge import (
     ScoredChunk,
     VectorStore,
 )
-from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
-from genesis.observability import record_fallback
+from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
+from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
+from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import (
     AbstentionPolicy,
     EvidenceScorer,
+    Generate,
     PromptAssembler,
     PromptTemplate,
     RAGAnswer,
     TokenCachedRAG,
+    Turn,
     vocabulary,
 )
+from genesis.rollout import LazyRolloutStore, Rollout, unit_for
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
@@ -76,6 +84,13 @@ class AskResult:
     route_reason: str
     route_confidence: float
     answer: RAGAnswer
+    # Set by the server: the id to send feedback for, what the request cost, and its
+    # waterfall (stages in ms, ``other`` and ``total``; see genesis.observability).
+    request_id: str | None = None
+    cost: Cost | None = None
+    waterfall: dict[str, float] = field(default_factory=dict)
+    # Which model variant served, in which experiment, for which unit (genesis.rollout).
+    rollout: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +146,9 @@ class Genesis:
     registry = _Part[ModelRegistry]()
     agents = _Part[dict[str, Agent]]()
     router = _Part[HALORouter]()
+    tracker = _Part[Tracker]()
+    sessions = _Part[SessionStore]()
+    rollout = _Part[Rollout]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -141,6 +159,15 @@ class Genesis:
         # only then may /health/ready say ok (false again while ensure_demo ingests).
         self._serving = False
         self._stack = AsyncExitStack()
+        # Readiness checks: built-in ones here, other components register theirs.
+        obs = settings.observability
+        self.health_checks = HealthChecks(obs.health_timeout_s)
+        register_builtin_checks(self, self.health_checks)
+        self.agent_checks = AgentChecks(
+            partial(probe_agent, self),
+            timeout_s=obs.agent_check_timeout_s,
+            interval_s=obs.agent_check_interval_s,
+        )
 
     @classmethod
     def from_config(
@@ -189,6 +216,9 @@ class Genesis:
     async def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.home.mkdir(parents=True, exist_ok=True)
+        # Cheap: the event store opens on the first event, on the recorder's own thread.
+        self.tracker = Tracker.from_settings(s)
+        stack.push_async_callback(self.tracker.aclose)  # writes every queued event
         # The ONNX graph of the model is written once, next to the knowledge base.
         self.embedder = MiniLMEmbedder(cache_dir=self.home / "models")
         self.batcher = QueryBatcher(
@@ -223,11 +253,16 @@ class Genesis:
             embed_query_async=self.batcher.embed_query,
         )
         stack.push_async_callback(self.kb.aclose)
-        self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
+        self.backend = build_backend(
+            s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key, **replica_options(s.llm)
+        )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
         self._evidence = self._build_evidence()
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
+        self.sessions = self._build_sessions()
+        stack.push_async_callback(self.sessions.aclose)
+        self.rollout = self._build_rollout(stack)
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
@@ -299,6 +334,21 @@ class Genesis:
         # CLI runs (an in-process dict would start cold every time).
         return SqliteTokenStore(self.home / "token_cache.sqlite")
 
+    def _build_sessions(self) -> SessionStore:
+        s = self.settings.sessions
+        limits = SessionLimits(s.max_turns, s.ttl_s, s.max_turn_chars)
+        if self.settings.redis.cluster:
+            # The session store speaks to one Redis node; said at start, not hidden.
+            logger.warning("sessions: kept in-process (the Redis session store is single-node)")
+        if self.settings.redis.url is None or self.settings.redis.cluster:
+            return InProcessSessionStore(limits, max_sessions=s.max_sessions)
+        return RedisSessionStore.from_url(
+            self.settings.redis.url.get_secret_value(),
+            limits,
+            prefix=s.prefix,
+            socket_timeout_s=self.settings.redis.socket_timeout_s,
+        )
+
     def _build_vector_store(self) -> VectorStore:
         k = self.settings.knowledge
         if k.vector_store == "embedded":
@@ -326,7 +376,9 @@ class Genesis:
             max_retries=llm.max_retries,
             breaker_failures=llm.breaker_failures,
             breaker_reset_s=llm.breaker_reset_s,
-            on_fallback=record_fallback,
+            breaker_failure_rate=llm.breaker_failure_rate,
+            breaker_window=llm.breaker_window,
+            on_fallback=_on_fallback,
         )
 
     def _retrieval_evidence(
@@ -348,6 +400,15 @@ class Genesis:
         if answers.abstain_threshold is not None:
             policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
         return EvidenceScorer(self.embedder.embed_documents, self.embedder.embed_query, policy)
+
+    def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
+        """The database opens on the first read (off the loop, by the state cache)."""
+        from genesis.rollout import open_rollout_store
+
+        store = LazyRolloutStore(functools.partial(open_rollout_store, self.settings))
+        stack.callback(store.close)
+        s = self.settings
+        return Rollout(s.rollout, s.agents, store, open_events=self.tracker.recorder.store)
 
     async def _build_agent(self, profile: AgentProfile) -> Agent:
         assembler = PromptAssembler(self.encoder, PromptTemplate(system=profile.system_prompt))
@@ -465,18 +526,39 @@ class Genesis:
         agent: str | None = None,
         collection: str | None = None,
         top_k: int | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
+        history: Sequence[Turn] = (),
+        options: AnswerOptions | None = None,
+        generate_for: Callable[[str, bool], Generate | None] | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
+
+        ``history`` is the conversation so far (oldest first), ``options`` the client's
+        generation settings, and ``generate_for(agent, finetuned)`` may give the generator to
+        use once the agent and its model variant are chosen (the streaming endpoint's).
+        The agent's rollout picks the variant for the unit: the user, else the session, else
+        this request (``request_id``, made up when not given).
 
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
         """
-        await self.check_question(question, agent)
+        # "route" covers checking the question's length (a tokenizer call) and routing.
         began = time.perf_counter()
+        await self.check_question(question, agent)
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
+        unit = unit_for(user_id, session_id, request_id or uuid.uuid4().hex)
+        assignment = await self.rollout.assign(decision.agent, unit)
+        finetuned = assignment.variant == "finetuned"
         answer = await self.agent(decision.agent).answer(
-            question, top_k=top_k, collection=collection
+            question,
+            top_k=top_k,
+            collection=collection,
+            history=history,
+            options=options,
+            generate=(generate_for or self._generator)(decision.agent, finetuned),
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.
@@ -484,8 +566,20 @@ class Genesis:
         total = stages.pop("total") + route_ms
         answer.timings_ms = {"route": round(route_ms, 3), **stages, "total": round(total, 3)}
         return AskResult(
-            decision.agent, decision.method, decision.reason, decision.confidence, answer
+            decision.agent,
+            decision.method,
+            decision.reason,
+            decision.confidence,
+            answer,
+            rollout=assignment.as_dict(),
         )
+
+    def _generator(self, agent: str, finetuned: bool) -> Generate | None:
+        """The registry's generator for the chosen variant (None: the pipeline's own, as the
+        offline extractive backend has no models to choose between)."""
+        if self.settings.llm.backend == "extractive":
+            return None
+        return self.registry.generator(agent, use_finetuned=finetuned)
 
     async def check_question(self, question: str, agent: str | None = None) -> int:
         """The question's token count; PromptBudgetError when it cannot fit ``agent``'s
@@ -548,30 +642,21 @@ class Genesis:
     # -- health --------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """Readiness: each component's state; ``degraded`` when the cache runs without L2;
+        """Readiness: each dependency's state and latency (see :mod:`genesis._readiness`);
+        ``degraded`` when a non-critical one is down, ``down`` when the knowledge store is,
         ``starting`` until :meth:`warm_up` is done and while :meth:`ensure_demo` runs."""
-        began = time.perf_counter()
-        if not self.serving:
-            # Not ok before everything a first request needs is in memory.
-            return {"status": "starting", "ready": False, "elapsed_ms": 0.0}
-        checks: dict[str, Any] = {"ready": True}
-        try:
-            checks["collections"] = await self.kb.collections()
-            checks["knowledge"] = "ok"
-        except GenesisError as exc:
-            checks["knowledge"] = f"down: {exc}"
-        l2 = await self.token_cache.l2_health()
-        checks["token_cache"] = {"store": type(self.store).__name__, **l2}
-        checks["llm"] = {"backend": self.settings.llm.backend}
-        status = "ok"
-        if checks["knowledge"] != "ok":
-            status = "down"
-        elif l2["state"] == "down" or l2["breaker"] != "closed":
-            # The cache is an optimisation: requests are still served, tokenized locally.
-            status = "degraded"
-        checks["status"] = status
-        checks["elapsed_ms"] = round((time.perf_counter() - began) * 1000, 3)
-        return checks
+        return await readiness(self, self.health_checks)
+
+    async def check_agent(self, agent: str) -> dict[str, Any]:
+        """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
+        self.agent(agent)  # an unknown name is an error, not a check
+        return await self.agent_checks.check(agent)
+
+
+def _on_fallback(agent: str, from_model: str, to_model: str, reason: str) -> None:
+    """A fallback is a metric and a fact of the request's event."""
+    record_fallback(agent, from_model, to_model, reason)
+    note_fallback(agent, from_model, to_model, reason)
 
 
 @asynccontextmanager

@@ -30,8 +30,11 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     │   ├── UnknownAgentError
     │   └── SandboxError
     ├── PromptBudgetError
+    ├── RolloutError
     ├── ExecutorClosedError
     ├── NotWarmedUpError
+    ├── SessionError
+    │   └── UnknownSessionError
     └── ServiceError
         ├── RequestTooLargeError
         ├── OverloadedError
@@ -68,12 +71,15 @@ __all__ = [
     "RateLimitExceededError",
     "RequestTooLargeError",
     "RetrievalError",
+    "RolloutError",
     "SandboxError",
     "SegmentBoundaryError",
     "ServiceError",
+    "SessionError",
     "TokenizerError",
     "UnknownAgentError",
     "UnknownCollectionError",
+    "UnknownSessionError",
     "VectorStoreError",
 ]
 
@@ -206,6 +212,24 @@ class ExecutorClosedError(GenesisError):
 
 class NotWarmedUpError(GenesisError):
     """A component of :class:`genesis.app.Genesis` was used before ``await warm_up()``."""
+
+
+class RolloutError(GenesisError):
+    """A rollout command that cannot apply (no fine-tuned model, a bad percentage or state)."""
+
+    status_code = 409
+
+
+class SessionError(GenesisError):
+    """The session store (conversation memory) failed or is unreachable (503 over HTTP)."""
+
+    status_code = 503
+
+
+class UnknownSessionError(SessionError):
+    """No turns are stored under this session id for this key (unknown or expired)."""
+
+    status_code = 404
 
 
 class ServiceError(GenesisError):

@@ -33,7 +33,7 @@ def metrics() -> Iterator[None]:
 
 def lag_count(text: str, le: str) -> float:
     for line in text.splitlines():
-        if line.startswith(f'genesis_event_loop_lag_ms_bucket{{le="{le}"}}'):
+        if line.startswith(f'genesis_event_loop_lag_seconds_bucket{{le="{le}"}}'):
             return float(line.split()[-1])
     raise AssertionError(f"no bucket le={le} in metrics")
 
@@ -46,8 +46,8 @@ async def test_a_blocked_loop_shows_as_lag(metrics: None) -> None:
     assert monitor.max_ms >= 100.0
     assert not monitor.running
     text = render_metrics()[0].decode()
-    assert lag_count(text, "1000.0") - lag_count(text, "50.0") >= 1
-    assert "genesis_event_loop_lag_max_ms" in text
+    assert lag_count(text, "1.0") - lag_count(text, "0.05") >= 1
+    assert "genesis_event_loop_lag_max_seconds" in text
 
 
 async def test_an_idle_loop_samples_small_lags() -> None:
@@ -95,8 +95,36 @@ def test_metrics_of_several_processes_are_merged(tmp_path: Path, metrics: None) 
         text = render_metrics()[0].decode()
     finally:
         del os.environ[MULTIPROC_ENV]
-    assert lag_count(text, "1.0") == 1
-    assert lag_count(text, "50.0") == 2
+    assert lag_count(text, "0.001") == 1
+    assert lag_count(text, "0.05") == 2
     assert lag_count(text, "+Inf") == 3  # counts of an exited process stay in the sums
     # ...but its live gauges do not: two processes still report themselves up.
     assert len(re.findall(r'^genesis_process_up\{pid="\d+"\} 1\.0$', text, re.M)) == 2
+
+
+def stalled(text: str, cause: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'genesis_event_loop_stalled_seconds_total{{cause="{cause}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/schedstat").exists(), reason="Linux schedstat")
+async def test_a_stall_is_attributed_to_running_or_to_a_blocking_call(metrics: None) -> None:
+    async with LoopLagMonitor(interval_s=0.005):
+        await asyncio.sleep(0.02)
+        end = time.perf_counter() + 0.1
+        while time.perf_counter() < end:  # CPU work inline: the loop thread is running
+            pass
+        await asyncio.sleep(0.02)
+    text = render_metrics()[0].decode()
+    busy = stalled(text, "running") + stalled(text, "runqueue")
+    assert busy >= 0.09  # on a CPU, or waiting for one: never "other" while spinning
+    assert stalled(text, "other") < 0.05
+
+    async with LoopLagMonitor(interval_s=0.005):
+        await asyncio.sleep(0.02)
+        time.sleep(0.1)  # noqa: ASYNC251 - a blocking call: the thread is off the CPU
+        await asyncio.sleep(0.02)
+    text = render_metrics()[0].decode()
+    assert stalled(text, "other") >= 0.09

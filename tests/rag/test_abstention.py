@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from genesis.app import Genesis
-from genesis.observability import disable_metrics, enable_metrics, render_metrics
+from genesis.observability import (
+    allow_labels,
+    disable_metrics,
+    enable_metrics,
+    render_metrics,
+)
 from genesis.rag import NOT_ANSWERED
 from genesis.testing.fake_openai import FakeOpenAIServer
 from genesis.tokens import HFTokenizer
@@ -37,6 +42,7 @@ def model_server(tokenizers_dir: Path) -> Iterator[FakeOpenAIServer]:
 @pytest.fixture
 def metrics() -> Iterator[None]:
     enable_metrics()
+    allow_labels(agents=["support"])
     yield
     disable_metrics()
 
@@ -69,8 +75,8 @@ async def test_unanswerable_question_abstains_without_calling_the_model(
     assert all(s.source in answer.answer for s in answer.see_also)
     assert answer.as_dict()["abstained"] is True  # what --json and the API carry
     exposition = render_metrics()[0].decode()
-    assert 'genesis_model_calls_saved_total{collection="support"} 1.0' in exposition
-    assert 'genesis_answers_total{collection="support",outcome="abstained"} 1.0' in exposition
+    assert 'genesis_model_calls_saved_total{agent="support"} 1.0' in exposition
+    assert 'genesis_abstentions_total{agent="support"} 1.0' in exposition
 
 
 async def test_answerable_question_goes_to_the_model_with_an_honest_system_prompt(

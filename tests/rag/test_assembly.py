@@ -11,6 +11,7 @@ import pytest
 from genesis.errors import PromptBudgetError
 from genesis.knowledge._types import Chunk, content_hash
 from genesis.rag._assembly import AssembledPrompt, PromptAssembler, PromptTemplate
+from genesis.rag._history import Turn
 from genesis.tokens import HFTokenizer, TokenIds
 from genesis.tokens._segments import SegmentEncoder
 
@@ -221,3 +222,50 @@ async def test_messages_split_system_and_user(assembler: PromptAssembler) -> Non
 def test_bad_templates_are_refused(field: str, value: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PromptTemplate(**{field: value})  # type: ignore[arg-type]
+
+
+async def test_history_keeps_the_newest_turns_that_fit_exactly(assembler: PromptAssembler) -> None:
+    turns = [
+        Turn.exchange(f"Question {n}: how do path parameters work?", f"Answer {n}: typed args.")
+        for n in range(3)
+    ]
+    ids = await assembler.encoder.encode_batch([t.segment_text() for t in turns])
+    full = await assembler.assemble(
+        QUERY, [], [], budget_tokens=4096, history=turns, history_ids=ids
+    )
+    assert (full.history_turns, full.history_dropped) == (3, 0)
+    assert full.token_counts["history"] == sum(len(i) for i in ids)
+    fixed = full.token_counts["system"] + full.token_counts["query"]
+    header = next(s.length for s in full.segments if s.name == "history")
+    need = header + len(ids[1]) + len(ids[2])
+    # History may use half of the room left after the system prompt and the question.
+    two = await assembler.assemble(
+        QUERY, [], [], budget_tokens=fixed + 2 * need, history=turns, history_ids=ids
+    )
+    assert (two.history_turns, two.history_dropped) == (2, 1)
+    assert [s.text for s in two.segments if s.name.startswith("turn:")] == [
+        t.segment_text() for t in turns[1:]
+    ]
+    one = await assembler.assemble(
+        QUERY, [], [], budget_tokens=fixed + 2 * need - 2, history=turns, history_ids=ids
+    )
+    assert one.history_turns == 1
+
+
+async def test_history_sits_after_the_chunks_and_before_the_question(
+    assembler: PromptAssembler,
+) -> None:
+    turns = [Turn.exchange("What is a path parameter?", "A part of the URL path.")]
+    ids = await assembler.encoder.encode_batch([t.segment_text() for t in turns])
+    chunk_ids = await _cached_ids(assembler, CHUNKS)
+    prompt = await assembler.assemble(
+        QUERY, CHUNKS, chunk_ids, budget_tokens=4096, history=turns, history_ids=ids
+    )
+    names = [s.name for s in prompt.segments]
+    assert names.index("chunk:4") < names.index("history") < names.index("turn:0")
+    assert names[-1] == "query"
+    assert prompt.text.index("User: What is a path parameter?") > prompt.text.index("Context:")
+    # The stable prefix (system prompt and chunks) is the same as without history.
+    plain = await assembler.assemble(QUERY, CHUNKS, chunk_ids, budget_tokens=4096)
+    prefix = plain.segments[-1].start
+    assert np.array_equal(prompt.ids[:prefix], plain.ids[:prefix])

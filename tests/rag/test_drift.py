@@ -19,6 +19,7 @@ import pytest
 
 from genesis.knowledge._types import Chunk, content_hash
 from genesis.rag._assembly import PromptAssembler, PromptSegment
+from genesis.rag._history import Turn
 from genesis.tokens import HFTokenizer, TokenIds
 from genesis.tokens._segments import SegmentEncoder
 
@@ -153,3 +154,37 @@ async def test_normal_form_alone_does_not_fix_sentencepiece(
     [first] = await assembler.encoder.encode_first(texts[:1])
     anchored = await assembler.encoder.encode_batch(texts[1:])
     assert np.array_equal(np.concatenate([first, *anchored]), whole)
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+async def test_prompts_with_conversation_history_do_not_drift(
+    name: str, tokenizers_dir: Path, corpus: _Corpus
+) -> None:
+    """History turns are segments too: with them after the chunks, assembled IDs still equal
+    the encoding of the prompt text, and the turns kept are the newest, exactly in budget."""
+    inner = HFTokenizer.from_file(tokenizers_dir / name)
+    assembler = PromptAssembler(SegmentEncoder(inner))
+    await assembler.warm_up()
+    rng, checked = random.Random(f"history-{name}"), 0
+    for _ in range(40):
+        chunks = rng.sample(corpus.chunks, rng.randrange(1, 5))
+        ids = await assembler.encoder.encode_batch(
+            [assembler.chunk_segment_text(c) for c in chunks]
+        )
+        turns = [
+            Turn.exchange(rng.choice(corpus.queries), rng.choice(corpus.chunks).text[:400])
+            for _ in range(rng.randrange(1, 6))
+        ]
+        turn_ids = await assembler.encoder.encode_batch([t.segment_text() for t in turns])
+        prompt = await assembler.assemble(
+            rng.choice(corpus.queries), chunks, ids, budget_tokens=rng.randrange(600, 6000),
+            history=turns, history_ids=turn_ids,
+        )  # fmt: skip
+        assert len(prompt.ids) <= prompt.budget_tokens
+        kept = [s.text for s in prompt.segments if s.name.startswith("turn:")]
+        assert kept == [t.segment_text() for t in turns[len(turns) - prompt.history_turns :]]
+        if prompt.truncated:
+            continue
+        checked += 1
+        assert np.array_equal(prompt.ids, inner.encode_batch_sync([prompt.text])[0])
+    assert checked >= 30

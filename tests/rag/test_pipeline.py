@@ -147,3 +147,29 @@ async def test_empty_question_is_refused(kb: KnowledgeBase, mistral: HFTokenizer
     with pytest.raises(ValueError, match="query is empty"):
         await rag.answer("   ", "support")
     await cache.aclose()
+
+
+async def test_history_turns_come_from_the_token_cache_like_chunks(
+    kb: KnowledgeBase, mistral: HFTokenizer
+) -> None:
+    from genesis.rag import Turn
+    from genesis.rag._pipeline import HISTORY_COLLECTION
+
+    cache = TokenCache(SegmentEncoder(mistral), MemoryTokenStore())
+    rag = await _rag(kb, cache, ExtractiveBackend().generate)
+    history = [Turn.exchange(QUESTION, "Open Settings, then API keys, then Rotate.")]
+    first = await rag.answer("And the old key?", "support", top_k=3, history=history)
+    assert first.usage.history_turns == 1 and first.usage.history_tokens > 0
+    hits_before = cache.stats().l1_hits
+    again = await rag.answer("And the old key?", "support", top_k=3, history=history)
+    # Chunks and the turn all from L1 now: nothing tokenized twice.
+    assert cache.stats().l1_hits - hits_before == again.usage.chunks_retrieved + 1
+    assert again.usage.prompt_tokens == (
+        again.usage.template_tokens
+        + again.usage.chunk_tokens
+        + again.usage.history_tokens
+        + again.usage.query_tokens
+    )
+    [ids] = (await cache.get_many(HISTORY_COLLECTION, [history[0].segment_text()])).ids
+    assert len(ids) == again.usage.history_tokens
+    await cache.aclose()

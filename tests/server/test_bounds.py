@@ -153,12 +153,9 @@ def test_validation_errors_use_the_error_format_and_never_echo_input(
         ("/v1/ask", {"question": "hi", "agentt": "support"}),
         ("/v1/ask", {"question": "hi", "top_k": 0}),
         ("/v1/chat/completions", {"messages": []}),
-        # Not built yet: refused, never answered as plain JSON that a streaming client
-        # would read as zero chunks.
-        (
-            "/v1/chat/completions",
-            {"messages": [{"role": "user", "content": "hi"}], "stream": True},
-        ),
+        # An option Genesis cannot honour is refused, never silently ignored.
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 3}),
+        ("/v1/ask", {"question": "hi", "session_id": "../../etc"}),
     ],
 )
 def test_blank_or_malformed_input_is_a_422(

@@ -98,7 +98,7 @@ def _tail(folder: Path) -> str:
 
 
 def _requests_total(metrics: str) -> float:
-    pattern = r'^genesis_requests_total\{[^}]*status="ok"[^}]*\} (\S+)$'
+    pattern = r'^genesis_requests_total\{[^}]*outcome="ok"[^}]*\} (\S+)$'
     return sum(float(v) for v in re.findall(pattern, metrics, flags=re.MULTILINE))
 
 
@@ -117,7 +117,7 @@ def test_two_workers_answer_and_report_metrics_summed_over_both(two_workers: str
     for text in scrapes:
         assert len(set(re.findall(r'^genesis_process_up\{pid="(\d+)"\}', text, re.M))) == 2
         assert _requests_total(text) == len(questions)
-        assert "genesis_event_loop_lag_ms_bucket" in text
+        assert "genesis_event_loop_lag_seconds_bucket" in text
 
 
 def test_served_connections_get_tcp_nodelay_whatever_the_listening_socket() -> None:

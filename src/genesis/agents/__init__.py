@@ -1,7 +1,7 @@
 """Agents (one class, profiles as data), their task results, and the SE-Darwin evolution loop
 with its sandbox."""
 
-from genesis.agents._agent import Agent
+from genesis.agents._agent import Agent, AnswerOptions
 from genesis.agents._darwin import DarwinLoop, EvolutionResult, GenerationRecord, ScoredVariant
 from genesis.agents._sandbox import SandboxLimits, SandboxResult, run_tests, run_tests_async
 from genesis.agents._tasks import (
@@ -26,6 +26,7 @@ from genesis.agents._tasks import (
 
 __all__ = [
     "Agent",
+    "AnswerOptions",
     "AnswerRequest",
     "AnswerResult",
     "DarwinLoop",

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from genesis._executor import run_cpu
@@ -55,7 +56,9 @@ from genesis.agents._tasks import (
 from genesis.config import AgentProfile
 from genesis.errors import AgentError
 from genesis.llm import Generation, GenerationRequest, Usage
+from genesis.observability import record_abstained
 from genesis.rag import RAGAnswer, Source, TokenCachedRAG
+from genesis.rag._history import Turn
 from genesis.rag._pipeline import Generate
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,15 @@ logger = logging.getLogger(__name__)
 Contexts = list[tuple[str, str, str]]
 # Guideline chunks retrieved per rule a review flagged (the best is nearly always first).
 _GUIDELINES_PER_RULE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOptions:
+    """A client's generation settings for one answer; None keeps the agent profile's."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
 
 
 class Agent:
@@ -125,25 +137,34 @@ class Agent:
         collection: str | None = None,
         generate: Generate | None = None,
         include_prompt: bool = False,
+        history: Sequence[Turn] = (),
+        options: AnswerOptions | None = None,
         abstain: bool = True,
     ) -> RAGAnswer:
         """Answer from this agent's collection (or ``collection``) with its own settings;
-        ``generate`` replaces the pipeline's generator for this call; ``abstain`` lets weak
-        retrieval evidence end the call with "not in the knowledge base"."""
-        p = self.profile
-        return await self._rag.answer(
+        ``generate`` replaces the pipeline's generator for this call; ``history`` is the
+        conversation so far; ``options`` override the profile's generation settings;
+        ``abstain`` lets weak retrieval evidence end the call with "not in the knowledge
+        base" (counted, with the model call it saved)."""
+        p, o = self.profile, options or AnswerOptions()
+        answer = await self._rag.answer(
             question,
             collection or p.collection,
             top_k=p.top_k if top_k is None else top_k,
             budget_tokens=p.context_budget,
-            max_tokens=p.max_tokens,
-            temperature=p.temperature,
+            max_tokens=p.max_tokens if o.max_tokens is None else o.max_tokens,
+            temperature=p.temperature if o.temperature is None else o.temperature,
             model=p.models.finetuned or p.models.baseline,
             timeout_s=self._timeout_s,
             generate=generate,
             include_prompt=include_prompt,
+            history=history,
+            stop=o.stop,
             abstain=abstain,
         )
+        if answer.abstained:
+            record_abstained(self.name, saved_call=self._rag.calls_model)
+        return answer
 
     # -- uniform entry point -----------------------------------------------------------------
 

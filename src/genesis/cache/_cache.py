@@ -20,6 +20,7 @@ from genesis.cache._keys import HashMemo, check_hash, collection_prefix, make_ke
 from genesis.cache._l1 import L1Cache
 from genesis.cache._store import TokenStore
 from genesis.errors import CorruptEntryError, SegmentBoundaryError, TokenizerError
+from genesis.observability import record_redis_latency
 from genesis.tokens import TokenIds, Tokenizer, as_token_ids
 from genesis.tokens._codec import id_width, pack_ids, unpack_many
 
@@ -126,6 +127,8 @@ class TokenCache:
         collection_prefix(prefix, "x")  # validates the prefix
         self._tokenizer = tokenizer
         self._store = store
+        # Only a Redis store's operations feed genesis_redis_operation_duration_seconds.
+        self._remote = "Redis" in type(store).__name__
         self._l1 = L1Cache(l1_max_bytes)
         self._ttl_s = ttl_s
         self._breaker = breaker or CircuitBreaker(clock=clock, name="token-cache-l2")
@@ -262,6 +265,7 @@ class TokenCache:
         The deadline counts the call's time while the loop was responsive (see ``within``):
         a reply that waited in the socket for a busy loop is not a Redis failure.
         """
+        began = time.perf_counter()
         try:
             result = await within(op, timeout_s or self._op_timeout_s)
         except TimeoutError:
@@ -271,6 +275,8 @@ class TokenCache:
         except Exception as exc:  # any store failure: the cache must never fail a request
             self._failed(what, repr(exc))
             return False, None
+        if self._remote:
+            record_redis_latency(what, time.perf_counter() - began)
         self._breaker.record_success()
         return True, result
 

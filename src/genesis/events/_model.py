@@ -9,6 +9,8 @@ from typing import Literal, Protocol
 Outcome = Literal["ok", "error", "abstained"]
 Variant = Literal["finetuned", "baseline"]
 UnitKind = Literal["user", "session", "request"]
+# What usage can be grouped by; ``day`` is the UTC date of the event (YYYY-MM-DD).
+UsageGroup = Literal["agent", "model", "session_id", "day", "variant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,19 @@ class Feedback:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Totals of one group of events; ``group`` maps each grouping column to its value
+    (empty when usage was not grouped)."""
+
+    group: dict[str, str | None]
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class EventStore(Protocol):
     """Where events land. Contract (``genesis.testing.event_store_contract``):
 
@@ -56,6 +71,12 @@ class EventStore(Protocol):
       each argument that is not None.
     - ``add_feedback`` attaches a score to a stored request id (False when the id is unknown);
       the latest feedback for an id wins.
+    - ``usage`` sums requests, tokens and cost over the events the filters select
+      (``key_id``: only that API key's requests)
+      (``since <= ts < until``), one row per distinct combination of the ``by`` columns
+      (ordered by them; one row overall when ``by`` is empty and anything matched, none
+      otherwise); an unknown group name is a ValueError.
+    - Events survive closing and reopening the store on the same database.
     - Every call blocks: callers run it off the event loop.
     """
 
@@ -70,6 +91,17 @@ class EventStore(Protocol):
         since: float | None = None,
         until: float | None = None,
     ) -> list[RequestEvent]: ...
+
+    def usage(
+        self,
+        *,
+        by: Sequence[UsageGroup] = (),
+        agent: str | None = None,
+        session_id: str | None = None,
+        key_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[UsageRow]: ...
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool: ...
 

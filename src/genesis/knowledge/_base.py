@@ -132,6 +132,28 @@ def embedding_text(chunk: Chunk) -> str:
     return f"{chunk.heading}\n\n{chunk.text}" if chunk.heading else chunk.text
 
 
+@runtime_checkable
+class _HealthChecked(Protocol):
+    async def health_check(self) -> None: ...
+
+
+def _catalog_counts(path: Path) -> dict[str, int]:
+    query = (
+        "SELECT c.name, COUNT(k.id) FROM collections c LEFT JOIN chunks k "
+        "ON k.collection = c.name GROUP BY c.name ORDER BY c.name"
+    )
+    try:
+        if not path.is_file():
+            raise RetrievalError(f"knowledge catalog {path} is missing")
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return {name: n for name, n in db.execute(query)}
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise RetrievalError(f"knowledge catalog {path} unreadable: {exc}") from exc
+
+
 class KnowledgeBase:
     """Collections of chunked files, searched densely, lexically (BM25) or both (RRF).
 
@@ -568,6 +590,23 @@ class KnowledgeBase:
     async def collections(self) -> dict[str, int]:
         """Every collection with its number of chunks."""
         return await run_cpu(self._collection_counts)
+
+    async def health_check(self) -> dict[str, int]:
+        """Readiness of the knowledge store; the chunk count per collection.
+
+        The catalog file is opened afresh, read-only: the open connection would keep reading
+        a file deleted under it, and the process could neither restart nor ingest. A vector
+        store with a ``health_check`` runs it, any other lists its collections (a round trip
+        to a Qdrant server). Raises :class:`RetrievalError` when either is gone.
+        """
+        # A thread of its own, not the CPU executor: a saturated executor must not make the
+        # store look down (and pull a busy replica out of its load balancer).
+        counts = await asyncio.to_thread(_catalog_counts, self._root / "catalog.sqlite")
+        if isinstance(self._store, _HealthChecked):
+            await self._store.health_check()
+        else:
+            await self._store.collections()
+        return counts
 
     def _collection_counts(self) -> dict[str, int]:
         with self._db_lock:

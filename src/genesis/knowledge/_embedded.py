@@ -11,6 +11,7 @@ lock per store, so searches from several executor threads never see a half-appli
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import logging
@@ -282,6 +283,24 @@ class EmbeddedVectorStore:
     def _sorted_names(self) -> list[str]:
         with self._lock:
             return sorted(self._names())
+
+    async def health_check(self) -> None:
+        """Raise :class:`VectorStoreError` when the store's file is gone or unreadable
+        (opened afresh, read-only: the open connection would read a deleted file)."""
+        await asyncio.to_thread(self._check_file)  # not the CPU executor: it may be saturated
+
+    def _check_file(self) -> None:
+        path = self._dir / "vectors.sqlite"
+        try:
+            if not path.is_file():
+                raise VectorStoreError(f"vector store file {path} is missing")
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1.0)
+            try:
+                db.execute("SELECT COUNT(*) FROM collections").fetchone()
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise VectorStoreError(f"vector store {path} unreadable: {exc}") from exc
 
     async def aclose(self) -> None:
         with self._lock:

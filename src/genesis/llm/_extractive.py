@@ -111,6 +111,21 @@ class ExtractiveBackend:
 
 def extractive_answer(request: GenerationRequest) -> Generation:
     """The synchronous core of :class:`ExtractiveBackend` (pure; no I/O)."""
+    generation = _extract(request)
+    return cut_at_stop(generation, request.stop)
+
+
+def cut_at_stop(generation: Generation, stop: Sequence[str]) -> Generation:
+    """``generation`` with its text ended before the first stop sequence, if any occurs."""
+    cuts = [i for i in (generation.text.find(s) for s in stop if s) if i >= 0]
+    if not cuts:
+        return generation
+    generation.text = generation.text[: min(cuts)]
+    generation.finish_reason = "stop"
+    return generation
+
+
+def _extract(request: GenerationRequest) -> Generation:
     numbers = _citation_numbers(request)
     quotes = request.quotes or [
         Quote(r.sentence.context, r.sentence.text, r.score)

@@ -12,6 +12,7 @@ API checked against vLLM's own protocol models (repo vllm-project/vllm):
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Self
 
 import httpx
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 
 from genesis._http import (
     auth_headers,
+    decode_response,
     first_choice,
     new_client,
     normalize_base_url,
@@ -27,6 +29,14 @@ from genesis._http import (
 )
 from genesis.config import redact_url
 from genesis.errors import LLMBadRequestError, LLMServerError
+from genesis.llm._stream import (
+    StreamDelta,
+    chat_text,
+    completion_text,
+    delta_of,
+    merged,
+    sse_json_events,
+)
 from genesis.llm._types import Generation, GenerationRequest, Usage
 
 logger = logging.getLogger(__name__)
@@ -71,6 +81,19 @@ class _OpenAIStyleBackend:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def ping(self) -> dict[str, Any]:
+        """Readiness: ``GET /v1/models`` (vLLM and OpenAI-style APIs serve it; it costs no
+        generation). Returns the number of models listed; raises ``LLMError`` as ``generate``
+        does. The caller bounds the time (the readiness check's timeout)."""
+        what = "GET /v1/models"
+        try:
+            response = await self._http().get(f"{self._base_url}/v1/models", headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
+        body = decode_response(response, what)
+        data = body.get("data")
+        return {"models": len(data) if isinstance(data, list) else None}
+
     async def _post(self, path: str, payload: dict[str, Any], request: GenerationRequest) -> Any:
         what = f"POST {path} (model {request.model!r})"
         return await post_json(
@@ -81,6 +104,32 @@ class _OpenAIStyleBackend:
             headers=self._headers,
             what=what,
         )
+
+    async def _stream(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        request: GenerationRequest,
+        text_of: Callable[[dict[str, Any]], Any],
+    ) -> AsyncGenerator[StreamDelta, None]:
+        what = f"POST {path} (model {request.model!r}, stream)"
+        events = sse_json_events(
+            self._http(),
+            f"{self._base_url}{path}",
+            {**payload, "stream": True, "stream_options": {"include_usage": True}},
+            timeout_s=request.timeout_s,
+            headers=self._headers,
+            what=what,
+        )
+
+        async def deltas() -> AsyncIterator[StreamDelta]:
+            async for event in events:
+                delta = delta_of(event, text_of, what)
+                if delta is not None:
+                    yield delta
+
+        async for delta in merged(deltas()):
+            yield delta
 
 
 class CompletionsBackend(_OpenAIStyleBackend):
@@ -96,6 +145,12 @@ class CompletionsBackend(_OpenAIStyleBackend):
         body = await self._post("/v1/completions", payload, request)
         return _completion_generation(body, request, len(payload["prompt"]))
 
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        """The same call with ``stream: true``: vLLM's own stream, piece by piece."""
+        payload = completions_payload(request)
+        payload.pop("return_token_ids")  # per-piece IDs are not needed to relay text
+        return self._stream("/v1/completions", payload, request, completion_text)
+
 
 class ChatBackend(_OpenAIStyleBackend):
     """``/v1/chat/completions`` with text messages, for APIs that take no token IDs."""
@@ -105,16 +160,24 @@ class ChatBackend(_OpenAIStyleBackend):
         return "chat"
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        if not request.messages:
-            raise LLMBadRequestError("ChatBackend needs request.messages; got none")
-        payload = {
-            "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-        }
-        body = await self._post("/v1/chat/completions", payload, request)
+        body = await self._post("/v1/chat/completions", chat_payload(request), request)
         return _chat_generation(body, request)
+
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        return self._stream("/v1/chat/completions", chat_payload(request), request, chat_text)
+
+
+def chat_payload(request: GenerationRequest) -> dict[str, Any]:
+    """The JSON body for ``/v1/chat/completions``: the prompt as text messages."""
+    if not request.messages:
+        raise LLMBadRequestError("ChatBackend needs request.messages; got none")
+    return {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        **({"stop": list(request.stop)} if request.stop else {}),
+    }
 
 
 def completions_payload(request: GenerationRequest) -> dict[str, Any]:
@@ -130,6 +193,7 @@ def completions_payload(request: GenerationRequest) -> dict[str, Any]:
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "return_token_ids": True,
+        **({"stop": list(request.stop)} if request.stop else {}),
     }
 
 

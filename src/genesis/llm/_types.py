@@ -55,6 +55,9 @@ class GenerationRequest:
     max_tokens: int = 512
     temperature: float = 0.2
     timeout_s: float = 30.0
+    # Stop sequences: the text ends before the first one (sent to the server, applied by the
+    # extractive backend itself).
+    stop: list[str] = field(default_factory=list)
     quotes: list[Quote] = field(default_factory=list)
 
 

@@ -4,6 +4,20 @@ A request that runs CPU work inline (a forward pass, a tokenizer, SQLite) delays
 coroutine on the loop by as long as it runs; the lag of a 10 ms sleep measures exactly that
 delay, without instrumenting any request. The samples go to the ``genesis_event_loop_lag_ms``
 histogram (no-op while metrics are off) and a recent maximum is kept.
+
+A stall has three possible causes, and on Linux the monitor tells them apart: for every sample
+later than ``stall_ms`` it reads the loop thread's scheduler statistics
+(``/proc/thread-self/schedstat``: time on a CPU, time runnable but waiting for one) and adds the
+sample's whole duration to ``genesis_event_loop_stalled_seconds{cause}``:
+
+- ``running``: the loop thread ran: callbacks, including any CPU work done inline;
+- ``runqueue``: the thread was runnable but the OS ran something else (an oversubscribed
+  machine: on 2 cores, the load generator, the fake model server and the other worker);
+- ``other``: neither: waiting for the GIL (held by an executor thread's pure-Python step) or in
+  a blocking call.
+
+Measured with ``benchmarks/service_load.py`` on the 2-core machine, most of a stalled sample's
+time was ``runqueue``; see the README.
 """
 
 from __future__ import annotations
@@ -13,8 +27,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from genesis.observability._metrics import record_loop_lag, record_loop_lag_max
+from genesis.observability._metrics import record_loop_lag, record_loop_lag_max, record_loop_stall
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +48,14 @@ class LoopLagMonitor:
         interval_s: float = 0.01,
         *,
         window_s: float = 10.0,
+        stall_ms: float = 5.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if interval_s <= 0 or window_s <= 0:
             raise ValueError("interval_s and window_s must be > 0")
         self._interval = interval_s
         self._window = window_s
+        self._stall_ms = stall_ms
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._window_start = 0.0
@@ -79,11 +96,17 @@ class LoopLagMonitor:
         await self.stop()
 
     async def _run(self) -> None:
+        sched = _SchedStat.open()
         while True:
-            began = self._clock()
+            began, before = self._clock(), sched.read()
             await asyncio.sleep(self._interval)
-            woke = self._clock()
-            self.observe(max(0.0, (woke - began - self._interval) * 1000.0), woke)
+            woke, after = self._clock(), sched.read()
+            lag_ms = max(0.0, (woke - began - self._interval) * 1000.0)
+            if lag_ms > self._stall_ms and before and after:
+                running, runqueue = after[0] - before[0], after[1] - before[1]
+                elapsed = woke - began
+                record_loop_stall(running, runqueue, max(0.0, elapsed - running - runqueue))
+            self.observe(lag_ms, woke)
 
     def observe(self, lag_ms: float, now: float) -> None:
         """Record one sample taken at ``now`` (the sampler's clock)."""
@@ -96,3 +119,24 @@ class LoopLagMonitor:
         record_loop_lag_max(self.max_ms)
         if lag_ms >= 1000.0:
             logger.warning("event loop stalled for %.0f ms", lag_ms)
+
+
+class _SchedStat:
+    """The calling thread's time on a CPU and waiting for one (seconds), from
+    ``/proc/thread-self/schedstat``; ``read()`` gives None where that file does not exist."""
+
+    PATH = Path("/proc/thread-self/schedstat")
+
+    def __init__(self, available: bool) -> None:
+        self._available = available
+
+    @classmethod
+    def open(cls) -> _SchedStat:
+        return cls(cls.PATH.exists())
+
+    def read(self) -> tuple[float, float] | None:
+        if not self._available:
+            return None
+        # One small read of a procfs file (~10 us): cheap enough for every 10 ms sample.
+        running_ns, waiting_ns, _ = self.PATH.read_text().split()
+        return int(running_ns) / 1e9, int(waiting_ns) / 1e9

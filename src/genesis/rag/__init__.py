@@ -15,8 +15,10 @@ from genesis.rag._evidence import (
     Vocabulary,
     vocabulary,
 )
+from genesis.rag._history import Turn, turns_from_messages
 from genesis.rag._pipeline import (
     NOT_ANSWERED,
+    Generate,
     RAGAnswer,
     RAGUsage,
     Source,
@@ -25,13 +27,14 @@ from genesis.rag._pipeline import (
 )
 
 __all__ = [
-    "NOT_ANSWERED",
     "AbstentionPolicy",
     "AssembledPrompt",
     "Assessment",
     "Evidence",
     "EvidenceScorer",
+    "Generate",
     "IncludedChunk",
+    "NOT_ANSWERED",
     "PromptAssembler",
     "PromptSegment",
     "PromptTemplate",
@@ -39,7 +42,9 @@ __all__ = [
     "RAGUsage",
     "Source",
     "TokenCachedRAG",
+    "Turn",
     "Vocabulary",
     "renumber_citations",
+    "turns_from_messages",
     "vocabulary",
 ]

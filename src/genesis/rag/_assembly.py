@@ -9,6 +9,8 @@ Layout (every piece one segment in :mod:`genesis.tokens._segments` normal form):
     {chunk text}
     [2]
     ...
+    Conversation so far:          (only with history; see genesis.rag._history for why here)
+    User: ... / Assistant: ...    (one segment per turn, newest turns that fit)
     Question: {query}
     Answer:
 
@@ -39,6 +41,7 @@ from genesis._executor import run_cpu
 from genesis.errors import PromptBudgetError
 from genesis.knowledge._types import Chunk
 from genesis.llm._types import Message
+from genesis.rag._history import HISTORY_SHARE, Turn, pick_recent
 from genesis.tokens._protocol import TokenIds, as_token_ids
 from genesis.tokens._segments import SegmentEncoder, normalize_segment
 
@@ -73,6 +76,7 @@ class PromptTemplate:
     chunk_header_no_heading: str = "{source}"
     question_prefix: str = "Question:"
     answer_prefix: str = "Answer:"
+    history_header: str = "Conversation so far:"
     max_markers: int = 50
 
     def __post_init__(self) -> None:
@@ -81,7 +85,13 @@ class PromptTemplate:
         for name in ("chunk_header_format", "chunk_header_no_heading"):
             if "{n}" in getattr(self, name):
                 raise ValueError(f"{name} must not contain '{{n}}': chunk segments are cached")
-        for name in ("system", "context_header", "question_prefix", "answer_prefix"):
+        for name in (
+            "system",
+            "context_header",
+            "question_prefix",
+            "answer_prefix",
+            "history_header",
+        ):
             # An empty answer prefix would put the user's text at a segment boundary.
             if not getattr(self, name).strip():
                 raise ValueError(f"PromptTemplate.{name} is empty")
@@ -123,8 +133,9 @@ class AssembledPrompt:
     ``tokenizer.encode(text) == ids`` holds whenever ``truncated`` is False (no drift); when
     the budget cut the only chunk short, ``text`` is the decode of ``ids`` (what was sent)
     and drift-freedom is not guaranteed. ``token_counts`` has ``system``, ``template`` (all
-    fixed pieces, system included), ``chunks`` and ``query``; template + chunks + query ==
-    ``len(ids)``.
+    fixed pieces, system included), ``chunks``, ``history`` and ``query``; template + chunks
+    + history + query == ``len(ids)``. ``history_turns`` turns of the conversation are in it
+    (the newest ones), ``history_dropped`` older ones were left out.
     """
 
     ids: TokenIds
@@ -136,6 +147,8 @@ class AssembledPrompt:
     truncated: bool = False
     budget_tokens: int = 0
     system_text: str = field(default="", repr=False)
+    history_turns: int = 0
+    history_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +156,7 @@ class _Piece:
     name: str
     ids: TokenIds
     text: str
-    kind: str  # "system" | "template" | "chunk" | "query"
+    kind: str  # "system" | "template" | "chunk" | "history" | "query"
 
 
 class PromptAssembler:
@@ -180,7 +193,9 @@ class PromptAssembler:
             t = self._template
             [system] = await self._encoder.encode_first([normalize_segment(t.system)])
             fixed = {"system": _Piece("system", system, normalize_segment(t.system), "system")}
-            fixed.update(await self._encode_fixed({"context": t.context_header}))
+            fixed.update(
+                await self._encode_fixed({"context": t.context_header, "history": t.history_header})
+            )
             await self._add_markers(range(1, t.max_markers + 1))
             self._fixed = fixed
         logger.debug("prompt template tokenized: %d markers", len(self._markers))
@@ -216,8 +231,15 @@ class PromptAssembler:
         chunk_ids: Sequence[TokenIds],
         *,
         budget_tokens: int,
+        history: Sequence[Turn] = (),
+        history_ids: Sequence[TokenIds] = (),
     ) -> AssembledPrompt:
         """Assemble ``query`` and ``chunks`` (in rank order) into at most ``budget_tokens``.
+
+        ``history`` (oldest first) with ``history_ids[i]`` the :class:`SegmentEncoder` IDs of
+        ``history[i].segment_text()``: the newest turns that fit in ``HISTORY_SHARE`` of the
+        room left after the system prompt and the question go in, oldest dropped first,
+        counted exactly in tokens; the chunks get the rest.
 
         ``chunk_ids[i]`` are the :class:`SegmentEncoder` IDs of ``chunk_segment_text(chunks[i])``.
         Chunks are taken in rank order while they fit (a chunk that does not fit is dropped
@@ -227,15 +249,26 @@ class PromptAssembler:
         exceed the budget, ``ValueError`` on an empty query or mismatched inputs.
         """
         _check_inputs(query, chunks, chunk_ids, budget_tokens)
+        if len(history) != len(history_ids):
+            raise ValueError(f"{len(history)} turns but {len(history_ids)} token ID arrays")
         if not self._fixed:
             await self.warm_up()
         query_text = self.query_segment_text(query)
         [query_ids] = await self._encoder.encode_batch([query_text])
         room = self._room(budget_tokens, len(query_ids))
-        picked, truncated = await self._select(chunks, chunk_ids, room)
+        header = len(self._fixed["history"].ids)
+        kept, used = pick_recent(history_ids, int(room * HISTORY_SHARE), header)
+        picked, truncated = await self._select(chunks, chunk_ids, room - used)
         ordered = _stable_order(picked)
-        pieces = await self._layout(ordered, _Piece("query", query_ids, query_text, "query"))
-        return await self._build(pieces, ordered, chunks, budget_tokens, truncated)
+        turns = [
+            _Piece(f"turn:{i}", as_token_ids(history_ids[i]), history[i].segment_text(), "history")
+            for i in kept
+        ]
+        query_piece = _Piece("query", query_ids, query_text, "query")
+        pieces = await self._layout(ordered, query_piece, turns)
+        prompt = await self._build(pieces, ordered, chunks, budget_tokens, truncated)
+        prompt.history_turns, prompt.history_dropped = len(kept), len(history) - len(kept)
+        return prompt
 
     def messages(self, assembled: AssembledPrompt) -> list[Message]:
         """The prompt as chat messages: the system piece, then the rest as the user's turn.
@@ -309,13 +342,17 @@ class PromptAssembler:
         logger.info("budget cuts chunk %s to %d of %d tokens", chunk.id, keep, len(ids))
         return [(chunk, ids[:keep])], True
 
-    async def _layout(self, ordered: list[tuple[Chunk, TokenIds]], query: _Piece) -> list[_Piece]:
+    async def _layout(
+        self, ordered: list[tuple[Chunk, TokenIds]], query: _Piece, turns: Sequence[_Piece] = ()
+    ) -> list[_Piece]:
         pieces = [self._fixed["system"]]
         if ordered:
             pieces.append(self._fixed["context"])
         for n, (chunk, ids) in enumerate(ordered, start=1):
             pieces.append(await self._marker(n))
             pieces.append(_Piece(f"chunk:{n}", ids, self.chunk_segment_text(chunk), "chunk"))
+        if turns:
+            pieces += [self._fixed["history"], *turns]
         return [*pieces, query]
 
     async def _build(
@@ -380,7 +417,7 @@ def _check_inputs(
 
 def _segments(pieces: list[_Piece]) -> tuple[list[PromptSegment], dict[str, int]]:
     segments: list[PromptSegment] = []
-    counts = {"system": 0, "template": 0, "chunks": 0, "query": 0}
+    counts = {"system": 0, "template": 0, "chunks": 0, "history": 0, "query": 0}
     start = 0
     for piece in pieces:
         segments.append(PromptSegment(piece.name, start, len(piece.ids), piece.text))

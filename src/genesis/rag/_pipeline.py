@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -13,19 +14,18 @@ from genesis._executor import run_cpu
 from genesis._sync import run_blocking
 from genesis.knowledge import ScoredChunk
 from genesis.llm import Citation, Generation, GenerationRequest, Usage
-from genesis.observability import (
-    StageTimer,
-    record_answer_outcome,
-    record_cache_lookups,
-    record_stages,
-)
+from genesis.observability import StageTimer, record_cache_lookups
 from genesis.rag._assembly import AssembledPrompt, PromptAssembler
 from genesis.rag._evidence import Assessment, EvidenceScorer
+from genesis.rag._history import Turn
 
 logger = logging.getLogger(__name__)
 
 Generate = Callable[[GenerationRequest], Awaitable[Generation]]
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
+# The token cache namespace of conversation turns: no knowledge-base collection can have this
+# name (collection names start with a letter or digit), so clearing a collection keeps them.
+HISTORY_COLLECTION = "_history"
 
 
 class _Retriever(Protocol):
@@ -82,6 +82,8 @@ class RAGUsage:
     chunks_retrieved: int
     chunks_in_prompt: int
     chunks_from_cache: int
+    history_tokens: int = 0  # earlier turns of the conversation, in the prompt
+    history_turns: int = 0
 
 
 @dataclass(slots=True)
@@ -147,6 +149,11 @@ class TokenCachedRAG:
         self._mode = retrieval
 
     @property
+    def calls_model(self) -> bool:
+        """Whether the default generator costs a model call (an abstention saves one)."""
+        return self._calls_model
+
+    @property
     def assembler(self) -> PromptAssembler:
         return self._assembler
 
@@ -169,9 +176,13 @@ class TokenCachedRAG:
         generate: Generate | None = None,
         timeout_s: float = 30.0,
         include_prompt: bool = False,
+        history: Sequence[Turn] = (),
+        stop: Sequence[str] = (),
         abstain: bool = True,
     ) -> RAGAnswer:
-        """Answer ``query`` from ``collection``; see :class:`RAGAnswer`.
+        """Answer ``query`` from ``collection``; see :class:`RAGAnswer`. ``history`` (oldest
+        first) is the conversation so far: its turns' token IDs come from the token cache
+        like chunks' and the newest that fit the budget enter the prompt.
 
         With an evidence scorer, the sentences of the prompt's chunks are ranked for the
         question first; unless ``abstain`` is False, weak evidence ends the call there with
@@ -182,17 +193,21 @@ class TokenCachedRAG:
         hits, vector = await self._retrieve(query, collection, top_k, mode or self._mode, timer)
         chunks = [hit.chunk for hit in hits]
         with timer.stage("tokens"):
-            lookup = await self._cache.get_many(
-                collection,
-                [self._assembler.chunk_segment_text(c) for c in chunks],
-                ttl_s=self._ttl_s,
-            )
+            lookup, history_ids = await self._token_ids(collection, chunks, history)
         hits, lookup = _without_refused(hits, lookup)
         chunks = [hit.chunk for hit in hits]
         budget = self._budget(budget_tokens, max_tokens)
         with timer.stage("assemble"):
-            prompt = await self._assembler.assemble(query, chunks, lookup.ids, budget_tokens=budget)
+            prompt = await self._assembler.assemble(
+                query,
+                chunks,
+                lookup.ids,
+                budget_tokens=budget,
+                history=history,
+                history_ids=history_ids,
+            )
         request = self._request(query, prompt, hits, model, max_tokens, temperature, timeout_s)
+        request.stop = list(stop)
         assessment = await self._assess(query, vector, hits, request, timer)
         if assessment is not None and abstain and assessment.abstain:
             result = self._abstained(collection, hits, lookup, prompt, request, timer)
@@ -203,12 +218,25 @@ class TokenCachedRAG:
             result = self._result(query, collection, hits, lookup, prompt, generation, timer)
         if assessment is not None:
             result.evidence = {**assessment.evidence.as_dict(), "score": round(assessment.score, 4)}
-            record_answer_outcome(collection, result.abstained, self._calls_model)
         if include_prompt:
             result.prompt_text = prompt.text
         record_cache_lookups(list(lookup.tiers))
-        record_stages(result.timings_ms)
+        # Stage metrics are recorded once per request, from the server's whole waterfall.
         return result
+
+    async def _token_ids(
+        self, collection: str, chunks: Sequence[Any], history: Sequence[Turn]
+    ) -> tuple[Any, list[Any]]:
+        """Chunk and history token IDs, the two cache lookups side by side."""
+        texts = [self._assembler.chunk_segment_text(c) for c in chunks]
+        chunk_lookup = self._cache.get_many(collection, texts, ttl_s=self._ttl_s)
+        if not history:
+            return await chunk_lookup, []
+        turns = [turn.segment_text() for turn in history]
+        lookup, past = await asyncio.gather(
+            chunk_lookup, self._cache.get_many(HISTORY_COLLECTION, turns)
+        )
+        return lookup, list(past.ids)
 
     def answer_sync(self, query: str, collection: str, **kwargs: Any) -> RAGAnswer:
         """Blocking wrapper around :meth:`answer` (not for use inside a running loop)."""
@@ -421,6 +449,8 @@ def _usage(
         chunks_retrieved=len(hits),
         chunks_in_prompt=len(prompt.included),
         chunks_from_cache=len(cached),
+        history_tokens=int(counts.get("history", 0)),
+        history_turns=prompt.history_turns,
     )
 
 

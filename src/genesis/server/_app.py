@@ -7,27 +7,34 @@ is really returned, and every error is ``{"error": {"type", "message"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
 from genesis.app import AskResult
-from genesis.errors import FeatureDisabledError
+from genesis.errors import FeatureDisabledError, GenesisError, LLMTimeoutError
 from genesis.observability import (
+    agent_label,
     enable_metrics,
-    record_prompt_tokens,
+    enable_tracing,
+    model_label,
+    record_budgets,
     record_request,
-    render_metrics,
+    record_tokens,
+    record_trace,
+    request_stage,
+    shutdown_tracing,
+    tracing_enabled,
 )
-from genesis.rag import RAGUsage
+from genesis.rollout import run_auto
 from genesis.server._auth import AccessControl, requires
-from genesis.server._errors import ERROR_RESPONSES, add_error_handlers
+from genesis.server._errors import ERROR_RESPONSES, add_error_handlers, status_for
+from genesis.server._health import add_agent_check_route, add_probe_routes
 from genesis.server._limits import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -38,17 +45,25 @@ from genesis.server._models import (
     AskBody,
     CacheBody,
     CacheStatsResponse,
-    ChatBody,
-    ChatCompletion,
-    ChatMessage,
-    Health,
     Name,
     QueryBody,
-    Readiness,
     RouteBody,
     RouteResponse,
     RunBody,
     SearchHit,
+)
+from genesis.server._openai_compat import add_openai_routes
+from genesis.server._rollout import add_rollout_routes, rollout_headers
+from genesis.server._sessions import Conversation, add_session_routes, owner_of
+from genesis.server._tracking import (
+    TrackingMiddleware,
+    add_feedback_route,
+    add_tracking_admin_route,
+    add_usage_route,
+    respond,
+    timed_dependency,
+    track_answer,
+    track_failure,
 )
 
 if TYPE_CHECKING:
@@ -65,20 +80,32 @@ def create_app(genesis: Genesis) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if genesis.settings.observability.metrics:
-            enable_metrics()
+        obs = genesis.settings.observability
+        if obs.metrics:
+            enable_metrics(**_label_names(genesis))
+            budgets = genesis.settings.budgets
+            record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
+        if obs.otlp_endpoint:
+            enable_tracing(obs.otlp_endpoint, obs.service_name, obs.trace_sample_ratio)
+        auto: asyncio.Task[None] | None = None
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
+            await genesis.tracker.store()  # the event store's tables, before any request
             # Everything loaded so far lives as long as the process: moved out of the cyclic
             # collector's reach, a full collection under load no longer walks it (measured
             # here: one gen-2 pass over the ~100k start-up objects stalled the loop 73 ms).
             gc.collect()
             gc.freeze()
+            auto = _start_rollout_auto(genesis)
             yield
         finally:
+            if auto is not None:
+                auto.cancel()
             await access.aclose()
             await genesis.aclose()
+            if tracing_enabled():
+                await asyncio.to_thread(shutdown_tracing)  # exports the spans still queued
 
     app = FastAPI(
         title="Genesis",
@@ -98,42 +125,35 @@ def create_app(genesis: Genesis) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
+    # Outermost: the request id and the waterfall's clock start before anything else runs.
+    app.add_middleware(TrackingMiddleware)
     return app
 
 
-def _timed(response: Response, result: AskResult) -> None:
-    timings = result.answer.timings_ms
-    response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
+def _start_rollout_auto(genesis: Genesis) -> asyncio.Task[None] | None:
+    """The automatic rollout mode, when configured (one replica at a time acts: a lock)."""
+    settings = genesis.settings.rollout
+    if not settings.auto:
+        return None
+    return asyncio.create_task(run_auto(genesis.rollout, settings.auto_interval_s))
 
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
     """Health and metrics are open (probes); every other route needs its scope."""
-    _add_health_routes(app, genesis)
-    query = APIRouter(dependencies=[Depends(requires("query"))])
-    run = APIRouter(dependencies=[Depends(requires("run"))])
-    admin = APIRouter(dependencies=[Depends(requires("admin"))])
+    add_probe_routes(app, genesis)
+    # The scope guard is the waterfall's "auth" stage.
+    query = APIRouter(dependencies=[Depends(timed_dependency(requires("query")))])
+    add_agent_check_route(query, genesis)
+    run = APIRouter(dependencies=[Depends(timed_dependency(requires("run")))])
+    admin = APIRouter(dependencies=[Depends(timed_dependency(requires("admin")))])
     _add_answer_routes(query, genesis)
+    add_feedback_route(query, genesis)
+    add_usage_route(query, genesis)
+    add_tracking_admin_route(admin, genesis)
     _add_run_routes(run, genesis)
     _add_admin_routes(admin, genesis)
     for router in (query, run, admin):
         app.include_router(router)
-
-
-def _add_health_routes(app: FastAPI, genesis: Genesis) -> None:
-    @app.get("/health")
-    async def health() -> Health:
-        return Health(status="ok")
-
-    @app.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-    async def ready() -> JSONResponse:
-        report = await genesis.health()
-        serving = report["status"] in ("ok", "degraded")
-        return JSONResponse(report, status_code=200 if serving else 503)
-
-    @app.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
 
 
 def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
@@ -141,17 +161,15 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
     async def agents() -> list[AgentInfo]:
         return [AgentInfo.model_validate(a) for a in genesis.describe_agents()]
 
-    @app.post("/v1/ask")
-    async def ask(body: AskBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, body.agent, body.top_k)
-        _timed(response, result)
-        return result
+    # Answers are rendered by `respond` (serialization is a stage of the waterfall); the
+    # declared response_model keeps /openapi.json truthful.
+    @app.post("/v1/ask", response_model=AskResult)
+    async def ask(body: AskBody, request: Request) -> Response:
+        return await _session_answer(genesis, request, body, body.agent)
 
-    @app.post("/v1/agents/{agent}/query")
-    async def query(agent: Name, body: QueryBody, response: Response) -> AskResult:
-        result = await _answer(genesis, body.question, agent, body.top_k)
-        _timed(response, result)
-        return result
+    @app.post("/v1/agents/{agent}/query", response_model=AskResult)
+    async def query(agent: Name, body: QueryBody, request: Request) -> Response:
+        return await _session_answer(genesis, request, body, agent)
 
     @app.post("/v1/route")
     async def route(body: RouteBody) -> RouteResponse:
@@ -183,15 +201,8 @@ def _add_answer_routes(app: APIRouter, genesis: Genesis) -> None:
             for h in hits
         ]
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody, response: Response) -> ChatCompletion:
-        if body.stream:
-            raise ValueError("stream: true is not supported yet; call without streaming")
-        question = _last_user_message(body.messages)
-        agent = None if body.model in ("genesis", "auto") else body.model
-        result = await _answer(genesis, question, agent, None)
-        _timed(response, result)
-        return _openai_chat_response(body.model, result)
+    add_openai_routes(app, genesis, _answer)
+    add_session_routes(app, genesis)
 
 
 def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
@@ -210,6 +221,8 @@ def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
+    add_rollout_routes(app, genesis)
+
     @app.get("/admin/cache/stats")
     async def cache_stats() -> CacheStatsResponse:
         return CacheStatsResponse.model_validate(await genesis.cache_stats())
@@ -224,59 +237,88 @@ def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 async def _answer(
-    genesis: Genesis, question: str, agent: str | None, top_k: int | None
+    genesis: Genesis,
+    question: str,
+    agent: str | None,
+    top_k: int | None,
+    session_id: str | None = None,
+    **options: Any,
 ) -> AskResult:
-    begin = time.perf_counter()
-    status = "error"
-    # Only configured names become metric labels: a client's string must not grow the series.
-    name = "auto" if agent is None else agent if agent in genesis.settings.agents else "unknown"
+    """``genesis.ask`` with the request's metrics, cost and event; ``options`` are ask's
+    keyword options (history, generation options)."""
+    begin, begin_ns = time.perf_counter(), time.time_ns()
+    # Metric labels: the recorder keeps only configured agent and model names.
+    outcome, name, model, variant = "error", agent, None, None
+    stages: dict[str, float] = {}
     try:
-        result = await genesis.ask(question, agent=agent, top_k=top_k)
-        status, name = "ok", result.agent
+        result = await genesis.ask(question, agent=agent, top_k=top_k, **options)
+        outcome, name, model = "ok", result.agent, result.answer.model
+        variant = result.rollout["variant"] if result.rollout else None
+        stages = result.answer.timings_ms
         usage = result.answer.usage
-        record_prompt_tokens(name, usage.prompt_tokens, usage.cached_tokens)
+        record_tokens(
+            name, model, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+        )
+        track_answer(genesis, result, session_id)  # its cost and event (queued, not written)
         return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away: not an error of the service
+        raise
+    except Exception as exc:
+        outcome = _outcome(exc)
+        track_failure(genesis, name, exc, session_id)
+        raise
     finally:
-        backend = genesis.settings.llm.backend
-        record_request(name, backend, status, (time.perf_counter() - begin) * 1000.0)
+        record_request(name, model, variant, outcome, time.perf_counter() - begin)
+        if tracing_enabled():
+            _trace(begin_ns, stages, name, model, outcome)
 
 
-def _last_user_message(messages: list[ChatMessage]) -> str:
-    for message in reversed(messages):
-        if message.role == "user" and message.content.strip():
-            return message.content
-    raise ValueError("messages must contain a non-empty user message")
-
-
-def _openai_usage(usage: RAGUsage) -> dict[str, Any]:
-    """The backend's own count when it gave one (a chat API counts its template too);
-    Genesis' cache savings only where the prompt went as Genesis' token IDs."""
-    prompt = usage.backend_prompt_tokens or usage.prompt_tokens
-    same_ids = prompt == usage.prompt_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": prompt + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens if same_ids else 0},
-    }
-
-
-def _openai_chat_response(model: str, result: AskResult) -> ChatCompletion:
-    answer = result.answer
-    return ChatCompletion.model_validate(
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.answer},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _openai_usage(answer.usage),
-            "genesis": result.as_dict(),
-        }
+async def _session_answer(
+    genesis: Genesis, request: Request, body: AskBody | QueryBody, agent: str | None
+) -> Response:
+    """An answer in the body's session: its turns are the context, the new one is kept."""
+    with request_stage("session_read"):
+        chat = await Conversation.open(genesis.sessions, owner_of(request), body.session_id)
+    result = await _answer(
+        genesis,
+        body.question,
+        agent,
+        body.top_k,
+        body.session_id,
+        history=chat.history,
+        user_id=body.user,
     )
+    with request_stage("session_write"):
+        await chat.record(body.question, result.answer.answer, result.agent)
+    response = respond(result, result.answer.timings_ms)
+    rollout_headers(response, result.rollout)
+    return response
+
+
+def _trace(
+    begin_ns: int, stages: dict[str, float], agent: str | None, model: str | None, outcome: str
+) -> None:
+    a, m = agent_label(agent), model_label(model)  # span attributes: configured names only
+    record_trace(
+        "genesis.request", begin_ns, time.time_ns(), stages, agent=a, model=m, outcome=outcome
+    )
+
+
+def _outcome(exc: Exception) -> str:
+    """The ``outcome`` label of a failed request: the error-rate alert counts ``error`` and
+    ``timeout``, not a client's mistake (``rejected``: an unknown agent, a prompt too long)."""
+    if isinstance(exc, LLMTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, GenesisError) and status_for(exc) < 500:
+        return "rejected"
+    return "error"
+
+
+def _label_names(genesis: Genesis) -> dict[str, set[str]]:
+    """The configured agent and model names: the only ones recorded as metric labels."""
+    s = genesis.settings
+    models = {s.llm.default_model, "extractive"}
+    for profile in s.agents.values():
+        models.update(m for m in (profile.models.finetuned, profile.models.baseline) if m)
+    return {"agents": set(s.agents), "models": models, "variants": {"finetuned", "baseline"}}

@@ -43,13 +43,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "malformed request body (not UTF-8 or not parseable)"),
         (401, "missing or wrong API key"),
         (403, "the key lacks the scope, or the feature is disabled"),
-        (404, "unknown agent, collection or route"),
+        (404, "unknown agent, collection, session or route"),
         (413, "request body over server.max_body_bytes"),
         (422, "invalid input (the field and the rule are named)"),
         (429, "rate limit exceeded; see Retry-After"),
         (500, "internal error"),
         (502, "every model failed"),
-        (503, "overloaded or not ready; see Retry-After"),
+        (503, "overloaded, not ready or the session store down; see Retry-After"),
     )
 }
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from genesis.memory import SESSION_ID_PATTERN
 
 # Bounds on what one request may carry. A question is also checked against the agent's token
 # budget before it is embedded; these stop a 10 MB string before it is even parsed further.
@@ -30,6 +32,8 @@ Question = Annotated[
 ]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$")]
 TopK = Annotated[int, Field(ge=1, le=50)]
+# The conversation this question belongs to (see genesis.server._sessions).
+SessionId = Annotated[str, Field(min_length=1, max_length=128, pattern=SESSION_ID_PATTERN)]
 
 
 class _Body(BaseModel):
@@ -41,43 +45,21 @@ class AskBody(_Body):
     question: Question
     agent: Name | None = None
     top_k: TopK | None = None
+    # The rollout's unit: the user, else the session, else the request (genesis.rollout).
+    user: Name | None = None
+    session_id: SessionId | None = None
 
 
 class QueryBody(_Body):
     question: Question
     top_k: TopK | None = None
+    user: Name | None = None
+    session_id: SessionId | None = None
 
 
 class RouteBody(_Body):
     text: Question
     agent: Name | None = None
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
-
-
-# The schema says what the endpoint needs: at least one user message with text in it.
-_HAS_USER_TEXT = {
-    "contains": {
-        "type": "object",
-        "properties": {"role": {"const": "user"}, "content": {"type": "string", "pattern": r"\S"}},
-        "required": ["role", "content"],
-    }
-}
-
-
-class ChatBody(BaseModel):
-    # OpenAI clients send fields Genesis does not use (e.g. ``stream: false``): allowed here.
-    model: Name = "genesis"
-    # Streaming is not built yet: refused with a 422 rather than answered as plain JSON, which
-    # an SDK asking for a stream silently reads as zero chunks.
-    stream: StrictBool = False
-    messages: Annotated[
-        list[ChatMessage],
-        Field(min_length=1, max_length=MAX_MESSAGES, json_schema_extra=_HAS_USER_TEXT),
-    ]
 
 
 class RunBody(_Body):
@@ -107,10 +89,27 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class AgentHealth(BaseModel):
+    """One real request through an agent (``/health/agents/{agent}``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    agent: str
+    status: Literal["ok", "down"]
+    latency_ms: float
+    cached: bool  # the last result, within ``observability.agent_check_interval_s``
+    age_s: float
+    model: str | None = None
+    reason: str | None = None
+
+
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: Literal["ok", "degraded", "down", "starting"]
+    ready: bool | None = None
+    # Each dependency: {"state": ok|degraded|down|none, "latency_ms", "critical", ...}.
+    checks: dict[str, dict[str, Any]] = {}
     knowledge: str | None = None
     collections: dict[str, int] = {}
     token_cache: dict[str, Any] = {}
@@ -190,3 +189,8 @@ class CacheStatsResponse(BaseModel):
     misses: int
     breaker_state: str
     breaker_opened: int
+
+
+class RolloutSetBody(_Body):
+    percent: Annotated[float, Field(ge=0, le=100)]
+    why: Annotated[str, Field(max_length=500)] = "set over the API"

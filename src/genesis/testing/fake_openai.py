@@ -14,36 +14,52 @@ Failures are scripted per model, consumed in order::
         ...  # point a backend at srv.base_url
 
 Outcomes: an HTTP status (int), ``"timeout"`` (sleeps ``timeout_sleep_s`` before answering,
-past any sane client timeout), ``"garbage"`` (200 with a non-JSON body) or ``"ok"``.
+past any sane client timeout), ``"garbage"`` (200 with a non-JSON body), ``"break"`` (a
+streamed answer sends its first piece, then an error event) or ``"ok"``.
+
+With ``"stream": true`` both endpoints answer as vLLM does: server-sent events, one
+``data: {json}`` per word of the reply (so a reply of two words or more arrives in two pieces
+or more), a finishing event, the usage event when ``stream_options.include_usage`` is set,
+then ``data: [DONE]``. ``received`` records ``stream``, ``stream_options``, ``stop``,
+``max_tokens`` and ``temperature`` of every call.
 
 Reply texts can be scripted per model too, consumed in order by successful calls (then the
 fixed reply again)::
 
     srv.script_replies("base", ["```python\nprint(1)\n```", "second reply"])
+
+For replica tests: ``failure_rates={"ft": 0.5}`` makes each unscripted generation call of that
+model answer 500 with that probability (``seed`` makes the draw repeatable), and ``port``
+binds a given port, so that a server stopped with ``__exit__`` can come back at the same
+address (a replica that went down and recovered).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import json
+import random
+import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeGuard
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from genesis.tokens import Tokenizer
 
 # Returns None when the decoded prompt is acceptable, else a message saying why not.
 PromptCheck = Callable[[str], str | None]
 Outcome = int | str
-_OUTCOME_WORDS = frozenset({"ok", "timeout", "garbage"})
+_OUTCOME_WORDS = frozenset({"ok", "timeout", "garbage", "break"})
+_PIECE = re.compile(r"\s*\S+\s*|\s+")
 
 
 class FakeOpenAIServer:
@@ -60,6 +76,10 @@ class FakeOpenAIServer:
         max_model_len: int = 8192,
         report_vocab_size: bool = False,
         timeout_sleep_s: float = 5.0,
+        stream_delay_s: float = 0.0,
+        failure_rates: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        port: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.model_names = list(model_names)
@@ -69,6 +89,12 @@ class FakeOpenAIServer:
         self.max_model_len = max_model_len
         self.report_vocab_size = report_vocab_size
         self.timeout_sleep_s = timeout_sleep_s
+        # Decoding time per piece (for benchmarks): between streamed pieces, and in total
+        # before a whole (not streamed) answer.
+        self.stream_delay_s = stream_delay_s
+        self.failure_rates = dict(failure_rates or {})
+        self._rng = random.Random(seed)
+        self._bind_port = port
         self.received: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[Outcome]] = {}
         self._reply_scripts: dict[str, deque[str]] = {}
@@ -129,7 +155,8 @@ class FakeOpenAIServer:
         # proto IPPROTO_TCP: asyncio then sets TCP_NODELAY on each connection (else every
         # reply waits ~40 ms for the client's delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._bind_port or 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", ws="none", http="h11"
@@ -209,9 +236,13 @@ class FakeOpenAIServer:
         if problem is not None:
             return _error(400, problem)
         outcome = await self._outcome(body["model"])
-        if outcome is not None:
+        if isinstance(outcome, Response):
             return outcome
-        return JSONResponse(await self._completion_body(body, len(prompt)))
+        reply = await self._completion_body(body, len(prompt))
+        if body.get("stream") is True:
+            return self._stream(body, reply, outcome == "break", chat=False)
+        await self._decoding(reply)
+        return JSONResponse(reply)
 
     async def _chat(self, request: Request) -> Response:
         body, refusal = await self._read(request)
@@ -222,11 +253,14 @@ class FakeOpenAIServer:
             return _error(400, "messages must be a non-empty list of {role, content} objects")
         self._record("chat", body, messages=messages)
         outcome = await self._outcome(body["model"])
-        if outcome is not None:
+        if isinstance(outcome, Response):
             return outcome
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
         prompt_len = len((await self.tokenizer.encode_batch([text]))[0])
         reply = await self._completion_body(body, prompt_len)
+        if body.get("stream") is True:
+            return self._stream(body, reply, outcome == "break", chat=True)
+        await self._decoding(reply)
         choice = reply["choices"][0]
         reply["object"] = "chat.completion"
         reply["choices"] = [
@@ -283,8 +317,50 @@ class FakeOpenAIServer:
             return body, _error(404, f"The model `{body.get('model')}` does not exist.")
         return body, None
 
+    async def _decoding(self, reply: dict[str, Any]) -> None:
+        """A whole answer takes as long as streaming all of its pieces would."""
+        if self.stream_delay_s > 0:
+            pieces = len(_PIECE.findall(reply["choices"][0]["text"]))
+            await asyncio.sleep(self.stream_delay_s * pieces)
+
+    def _stream(
+        self, body: dict[str, Any], reply: dict[str, Any], broken: bool, *, chat: bool
+    ) -> StreamingResponse:
+        """``reply`` as vLLM streams it: a piece per word, the finish, usage, ``[DONE]``."""
+        choice = reply["choices"][0]
+        pieces = _PIECE.findall(choice["text"]) or [""]
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+
+        def event(text: str | None, finish: str | None) -> bytes:
+            if chat:
+                delta = {} if text is None else {"content": text}
+                item: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                item = {"index": 0, "text": text or "", "finish_reason": finish}
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            data = {"id": "cmpl-fake", "object": kind, "model": reply["model"], "choices": [item]}
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        async def events() -> AsyncIterator[bytes]:
+            for n, piece in enumerate(pieces):
+                yield event(piece, None)
+                if broken and n == 0:
+                    yield b'data: {"error": {"message": "scripted break", "code": 500}}\n\n'
+                    return
+                await asyncio.sleep(self.stream_delay_s)
+            yield event(None if chat else "", choice["finish_reason"])
+            if usage:
+                data = {"id": "cmpl-fake", "choices": [], "usage": reply["usage"]}
+                yield f"data: {json.dumps(data)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     def _record(self, endpoint: str, body: dict[str, Any], **extra: Any) -> None:
         record = {"endpoint": endpoint, "model": body.get("model"), "time": time.monotonic()}
+        options = ("stream", "stream_options", "stop", "max_tokens", "temperature")
+        record.update({name: body.get(name) for name in options})
         record.update({"prompt_ids": None, "prompt": None, "messages": None})
         record.update(extra)
         with self._lock:
@@ -298,17 +374,21 @@ class FakeOpenAIServer:
             return expected(decoded)
         return None if decoded == expected else prompt_diff(expected, decoded)
 
-    async def _outcome(self, model: str) -> Response | None:
+    async def _outcome(self, model: str) -> Response | str | None:
         with self._lock:
             queue = self._scripts.get(model)
-            outcome = queue.popleft() if queue else "ok"
+            if queue:
+                outcome: Outcome = queue.popleft()
+            else:
+                drawn = self._rng.random() < self.failure_rates.get(model, 0.0)
+                outcome = 500 if drawn else "ok"
         if isinstance(outcome, int):
             return _error(outcome, f"scripted failure {outcome} for model {model}")
         if outcome == "garbage":
             return PlainTextResponse("<html>not json</html>", status_code=200)
         if outcome == "timeout":
             await self._sleep_unless_closing(self.timeout_sleep_s)
-        return None
+        return "break" if outcome == "break" else None
 
     def _next_reply(self, model: str) -> str:
         with self._lock:
