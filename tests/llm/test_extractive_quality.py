@@ -10,7 +10,7 @@ import pytest
 from genesis.knowledge import chunk_text
 from genesis.llm import Citation, GenerationRequest, Message, Quote
 from genesis.llm._extractive import (
-    choose,
+    choose_sentences,
     extractive_answer,
     prose_lines,
     rank_sentences,
@@ -87,10 +87,8 @@ def test_the_best_sentence_comes_first_and_near_duplicates_are_dropped() -> None
     ]
     sentences = split_sentences(contexts)
     semantic = [0.1, 0.9, 0.85, 0.2]  # as MiniLM would say for "how long do refunds take"
-    chosen = [
-        r.sentence.text
-        for r in choose(rank_sentences("How long do refunds take?", sentences, semantic))
-    ]
+    ranked = rank_sentences("How long do refunds take?", sentences, semantic)
+    chosen = [r.sentence.text for r in choose_sentences(ranked)]
     assert chosen[0] == "Refunds take 5 to 10 business days to reach a card."
     assert "Refunds take 5 to 10 business days to reach the card." not in chosen
 

@@ -8,7 +8,16 @@ from genesis._breaker import (
     RateCircuitBreaker,
 )
 from genesis.llm._blocks import BLOCK_SIZE, block_hashes
-from genesis.llm._extractive import ExtractiveBackend
+from genesis.llm._extractive import (
+    ExtractiveBackend,
+    RankedSentence,
+    Sentence,
+    choose_sentences,
+    coverage,
+    rank_sentences,
+    split_sentences,
+    terms,
+)
 from genesis.llm._factory import BackendKind, build_backend, replica_options
 from genesis.llm._openai import ChatBackend, CompletionsBackend
 from genesis.llm._registry import (
@@ -50,21 +59,28 @@ __all__ = [
     "KeyedRateBreaker",
     "LLMBackend",
     "Message",
-    "Quote",
     "ModelRegistry",
     "ModelRoute",
     "OpenedStream",
     "Policy",
+    "Quote",
+    "RankedSentence",
     "RateCircuitBreaker",
     "RegistryResult",
     "ReplicaRouter",
     "ReplicaSpec",
     "ReplicatedCompletionsBackend",
+    "Sentence",
     "StreamDelta",
     "StreamingBackend",
     "Usage",
     "block_hashes",
     "build_backend",
+    "choose_sentences",
+    "coverage",
+    "rank_sentences",
     "reason_code",
     "replica_options",
+    "split_sentences",
+    "terms",
 ]

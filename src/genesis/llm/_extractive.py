@@ -129,7 +129,9 @@ def _extract(request: GenerationRequest) -> Generation:
     numbers = _citation_numbers(request)
     quotes = request.quotes or [
         Quote(r.sentence.context, r.sentence.text, r.score)
-        for r in choose(rank_sentences(request.query, split_sentences(request.context_texts)))
+        for r in choose_sentences(
+            rank_sentences(request.query, split_sentences(request.context_texts))
+        )
     ]
     if not quotes:
         return _generation(request, NOTHING_FOUND, [])
@@ -141,7 +143,7 @@ def _extract(request: GenerationRequest) -> Generation:
 
 def select_sentences(query: str, contexts: Sequence[str]) -> list[Sentence]:
     """The 2-3 sentences that best match ``query`` (lexical overlap and position), best first."""
-    return [r.sentence for r in choose(rank_sentences(query, split_sentences(contexts)))]
+    return [r.sentence for r in choose_sentences(rank_sentences(query, split_sentences(contexts)))]
 
 
 def split_sentences(contexts: Sequence[str]) -> list[Sentence]:
@@ -177,7 +179,7 @@ def rank_sentences(
     return ranked
 
 
-def choose(ranked: Sequence[RankedSentence]) -> list[RankedSentence]:
+def choose_sentences(ranked: Sequence[RankedSentence]) -> list[RankedSentence]:
     """The sentences to quote: the best, then up to MAX_SENTENCES close to it, no repeats."""
     if not ranked:
         return []

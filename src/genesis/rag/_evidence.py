@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from genesis.llm import Quote
-from genesis.llm._extractive import (
+from genesis.llm import (
+    Quote,
     Sentence,
-    choose,
+    choose_sentences,
     coverage,
     rank_sentences,
     split_sentences,
@@ -156,7 +156,7 @@ class EvidenceScorer:
         qvec = query_vector if query_vector is not None else self._embed_query(query)
         sentences = split_sentences(contexts)
         sims = self._similarities(qvec, sentences)
-        chosen = choose(rank_sentences(query, sentences, sims))
+        chosen = choose_sentences(rank_sentences(query, sentences, sims))
         evidence = Evidence(
             dense=max(dense_scores, default=0.0),
             lexical=_lexical(query, contexts[:2]),
