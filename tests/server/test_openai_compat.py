@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -228,18 +229,30 @@ def test_the_raw_stream_is_openais_wire_format(stack: _Stack) -> None:
     assert '"object":"chat.completion.chunk"' in events[0]
 
 
-def test_langchain_chat_openai_invoke_stream_and_ainvoke(stack: _Stack) -> None:
-    import asyncio
-
+def _langchain(stack: _Stack) -> Any:
     from langchain_openai import ChatOpenAI
 
+    return ChatOpenAI(  # type: ignore[call-arg]
+        model="support", base_url=stack.v1, api_key=api_key_for("app"), max_retries=0
+    )
+
+
+def test_langchain_chat_openai_invoke_and_stream(stack: _Stack) -> None:
     stack.llm.reset()
-    llm = ChatOpenAI(model="support", base_url=stack.v1, api_key=api_key_for("app"), max_retries=0)  # type: ignore[call-arg]
+    llm = _langchain(stack)
     assert llm.invoke(QUESTION).content == REPLY
     pieces = [chunk.content for chunk in llm.stream(QUESTION)]
     assert "".join(str(p) for p in pieces) == REPLY
     assert len([p for p in pieces if p]) >= 2
-    assert asyncio.run(llm.ainvoke(QUESTION)).content == REPLY
+
+
+async def test_langchain_chat_openai_ainvoke(stack: _Stack) -> None:
+    stack.llm.reset()
+    llm = _langchain(stack)
+    try:
+        assert (await llm.ainvoke(QUESTION)).content == REPLY
+    finally:
+        await llm.root_async_client.close()
 
 
 def test_llamaindex_openai_like_chat_and_stream_chat(stack: _Stack) -> None:
