@@ -151,6 +151,35 @@ def test_unsupported_options_are_refused_naming_the_field(
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "x"},
+                ]
+            },
+            "after the last user message",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "user": "a b"}, "user"),
+        ({"messages": [{"role": "user", "content": "hi"}], "seeed": 1}, "seeed"),
+        (
+            {"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}]},
+            "role",
+        ),
+    ],
+)
+def test_malformed_conversations_are_refused_naming_the_problem(
+    stack: _Stack, body: dict[str, object], named: str
+) -> None:
+    headers = {"Authorization": f"Bearer {api_key_for('app')}"}
+    response = httpx.post(f"{stack.v1}/chat/completions", json=body, headers=headers, timeout=60)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]["message"]
+
+
 def test_an_image_part_is_refused_clearly(client: openai.OpenAI) -> None:
     image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
     with pytest.raises(openai.UnprocessableEntityError, match="image_url"):
