@@ -27,6 +27,11 @@ Reply texts can be scripted per model too, consumed in order by successful calls
 fixed reply again)::
 
     srv.script_replies("base", ["```python\nprint(1)\n```", "second reply"])
+
+For replica tests: ``failure_rates={"ft": 0.5}`` makes each unscripted generation call of that
+model answer 500 with that probability (``seed`` makes the draw repeatable), and ``port``
+binds a given port, so that a server stopped with ``__exit__`` can come back at the same
+address (a replica that went down and recovered).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import random
 import re
 import socket
 import threading
@@ -71,6 +77,9 @@ class FakeOpenAIServer:
         report_vocab_size: bool = False,
         timeout_sleep_s: float = 5.0,
         stream_delay_s: float = 0.0,
+        failure_rates: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        port: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.model_names = list(model_names)
@@ -83,6 +92,9 @@ class FakeOpenAIServer:
         # Decoding time per piece (for benchmarks): between streamed pieces, and in total
         # before a whole (not streamed) answer.
         self.stream_delay_s = stream_delay_s
+        self.failure_rates = dict(failure_rates or {})
+        self._rng = random.Random(seed)
+        self._bind_port = port
         self.received: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[Outcome]] = {}
         self._reply_scripts: dict[str, deque[str]] = {}
@@ -143,7 +155,8 @@ class FakeOpenAIServer:
         # proto IPPROTO_TCP: asyncio then sets TCP_NODELAY on each connection (else every
         # reply waits ~40 ms for the client's delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._bind_port or 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", ws="none", http="h11"
@@ -364,7 +377,11 @@ class FakeOpenAIServer:
     async def _outcome(self, model: str) -> Response | str | None:
         with self._lock:
             queue = self._scripts.get(model)
-            outcome = queue.popleft() if queue else "ok"
+            if queue:
+                outcome: Outcome = queue.popleft()
+            else:
+                drawn = self._rng.random() < self.failure_rates.get(model, 0.0)
+                outcome = 500 if drawn else "ok"
         if isinstance(outcome, int):
             return _error(outcome, f"scripted failure {outcome} for model {model}")
         if outcome == "garbage":
