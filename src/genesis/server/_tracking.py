@@ -145,6 +145,17 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         fallback = facts.fallback_reason if facts else None
         # The rollout's assignment, where the rollout work puts it on the result.
         rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
+        # The rollout's own fields win, except a fallback the registry saw (it has the reason).
+        rollout_fields = event_fields(genesis, result)
+        if fallback is not None:
+            rollout_fields = {k: v for k, v in rollout_fields.items() if "fallback" not in k}
+        explicit = {
+            "experiment": rollout.get("experiment"),
+            "variant": rollout.get("variant"),
+            "unit_kind": rollout.get("unit_kind"),
+            "fallback": fallback is not None,
+            "fallback_reason": fallback,
+        }
         genesis.tracker.record(
             RequestEvent(
                 ts=ts,
@@ -159,15 +170,10 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cost_usd=result.cost.total_usd,
                 session_id=session_id,
                 key_id=principal.key_id if principal else None,
-                experiment=rollout.get("experiment"),
-                variant=rollout.get("variant"),
-                unit_kind=rollout.get("unit_kind"),
-                fallback=fallback is not None,
-                fallback_reason=fallback,
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
-                **event_fields(genesis, result),
+                **{**explicit, **rollout_fields},
             )
         )
 
