@@ -159,14 +159,14 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cost_usd=result.cost.total_usd,
                 session_id=session_id,
                 key_id=principal.key_id if principal else None,
+                cache_l1=tiers.get("l1", 0),
+                cache_l2=tiers.get("l2", 0),
+                cache_miss=tiers.get("miss", 0),
                 experiment=rollout.get("experiment"),
                 variant=rollout.get("variant"),
                 unit_kind=rollout.get("unit_kind"),
                 fallback=fallback is not None,
                 fallback_reason=fallback,
-                cache_l1=tiers.get("l1", 0),
-                cache_l2=tiers.get("l2", 0),
-                cache_miss=tiers.get("miss", 0),
                 abstained=answer.abstained,
             )
         )
