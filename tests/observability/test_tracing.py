@@ -107,6 +107,6 @@ def test_a_request_is_exported_as_a_span_with_a_child_per_stage(
     assert attributes["genesis.agent"] == "support"
     assert attributes["genesis.outcome"] == "ok"
     children = [s for s in spans if s.parent_span_id == root.span_id]
-    assert sorted(c.name for c in children) == sorted(stages)
+    assert [c.name for c in sorted(children, key=lambda c: c.start_time_unix_nano)] == stages
     assert all(c.trace_id == root.trace_id for c in children)
     assert max(c.end_time_unix_nano for c in children) <= root.end_time_unix_nano

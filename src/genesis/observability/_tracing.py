@@ -113,7 +113,7 @@ def record_request_trace(
     serialization) are not in it."""
     if _tracer is None:
         return
-    from genesis.observability._waterfall import PIPELINE_NAMES, current_waterfall
+    from genesis.observability._waterfall import PIPELINE_NAMES, STAGE_ORDER, current_waterfall
 
     waterfall = current_waterfall()
     stages = dict(waterfall.stages) if waterfall is not None else {}
@@ -121,6 +121,9 @@ def record_request_trace(
         if name != "total":
             key = PIPELINE_NAMES.get(name, name)
             stages[key] = stages.get(key, 0.0) + ms
+    # Laid end to end in the order they run (tracking, timed first here, runs last).
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    stages = dict(sorted(stages.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     now_ns = time.time_ns()
     if waterfall is not None:
         begin_ns = now_ns - int((time.perf_counter() - waterfall.start) * 1e9)
