@@ -41,7 +41,7 @@ from genesis.observability import (
 )
 from genesis.server._auth import Principal
 from genesis.server._errors import error_response
-from genesis.server._rollout import event_fields, failure_fields
+from genesis.server._rollout import failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
@@ -145,10 +145,6 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         fallback = facts.fallback_reason if facts else None
         # The rollout's assignment, where the rollout work puts it on the result.
         rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
-        # The fields named below win (the fallback as the registry saw it); a field given
-        # twice was a TypeError, a 500 for every request under an experiment.
-        named = {"experiment", "variant", "unit_kind", "fallback", "fallback_reason"}
-        more = {k: v for k, v in event_fields(genesis, result).items() if k not in named}
         genesis.tracker.record(
             RequestEvent(
                 ts=ts,
@@ -171,7 +167,7 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
-                **more,
+                abstained=answer.abstained,
             )
         )
 
