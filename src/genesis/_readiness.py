@@ -162,9 +162,9 @@ class AgentChecks:
 
 
 async def probe_agent(genesis: Genesis, agent: str) -> dict[str, Any]:
-    """One real request through ``agent``'s pipeline and model."""
-    result = await genesis.ask(PROBE_QUESTION, agent=agent)
-    answer = result.answer
+    """One real request through ``agent``'s pipeline and model (never abstaining: weak
+    evidence for the probe's question must not skip the model call it is there to make)."""
+    answer = await genesis.agent(agent).answer(PROBE_QUESTION, abstain=False)
     usage = answer.usage
     return {
         "model": answer.model,
