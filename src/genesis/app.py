@@ -39,7 +39,7 @@ from genesis.errors import (
     TokenizerError,
     UnknownAgentError,
 )
-from genesis.events import Cost, Tracker
+from genesis.events import Cost, Tracker, note_fallback
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -49,7 +49,7 @@ from genesis.knowledge import (
     ScoredChunk,
     VectorStore,
 )
-from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
+from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
 from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
@@ -241,7 +241,9 @@ class Genesis:
             embed_query_async=self.batcher.embed_query,
         )
         stack.push_async_callback(self.kb.aclose)
-        self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
+        self.backend = build_backend(
+            s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key, **replica_options(s.llm)
+        )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
@@ -360,7 +362,9 @@ class Genesis:
             max_retries=llm.max_retries,
             breaker_failures=llm.breaker_failures,
             breaker_reset_s=llm.breaker_reset_s,
-            on_fallback=record_fallback,
+            breaker_failure_rate=llm.breaker_failure_rate,
+            breaker_window=llm.breaker_window,
+            on_fallback=_on_fallback,
         )
 
     def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
@@ -601,6 +605,12 @@ class Genesis:
         """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
         self.agent(agent)  # an unknown name is an error, not a check
         return await self.agent_checks.check(agent)
+
+
+def _on_fallback(agent: str, from_model: str, to_model: str, reason: str) -> None:
+    """A fallback is a metric and a fact of the request's event."""
+    record_fallback(agent, from_model, to_model, reason)
+    note_fallback(agent, from_model, to_model, reason)
 
 
 @asynccontextmanager

@@ -104,6 +104,16 @@ class KnowledgeSettings(_Model):
     demo_collections: bool = True
 
 
+class ReplicaSettings(_Model):
+    url: str = Field(max_length=2048)
+    weight: float = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, data: Any) -> Any:
+        return {"url": data} if isinstance(data, str) else data  # "- http://host:8000"
+
+
 class LLMSettings(_Model):
     backend: Literal["extractive", "completions", "chat"] = "extractive"
     base_url: str | None = None
@@ -113,8 +123,19 @@ class LLMSettings(_Model):
     attempt_timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
     max_context_tokens: int = Field(4096, ge=64)
-    breaker_failures: int = Field(3, ge=1)
+    # A model's breaker (per agent and model where agents share it) opens when at least
+    # breaker_failures requests are in its window of breaker_window and the share that failed
+    # reaches breaker_failure_rate; one verdict per request, not per retry.
+    breaker_failures: int = Field(10, ge=1)
     breaker_reset_s: float = Field(30.0, gt=0)
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    breaker_window: int = Field(20, ge=1, le=10_000)
+    # Several vLLM servers for the completions backend (instead of base_url); see llm/_replicas.
+    replicas: list[ReplicaSettings] = Field(default_factory=list, max_length=256)
+    replica_policy: Literal["prefix_affinity", "least_loaded", "round_robin"] | None = None
+    replica_load_factor: float = Field(1.25, ge=1)
+    replica_prefix_blocks: int = Field(8, ge=1, le=4096)
+    replica_max_tries: int = Field(3, ge=1, le=64)
 
 
 class ModelNames(_Model):
@@ -319,6 +340,7 @@ class ObservabilitySettings(_Model):
     # OpenTelemetry traces (a span per stage) go to this OTLP/HTTP endpoint; None: off.
     otlp_endpoint: str | None = None
     service_name: str = Field("genesis", min_length=1, max_length=64)
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)  # share of requests traced
     health_timeout_s: float = Field(2.0, gt=0, le=60)  # per dependency in /health/ready
     agent_check_timeout_s: float = Field(15.0, gt=0, le=300)  # /health/agents/{agent}
     # A real agent check costs a model call: at most one per agent per interval and process;

@@ -86,7 +86,7 @@ def create_app(genesis: Genesis) -> FastAPI:
             budgets = genesis.settings.budgets
             record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
         if obs.otlp_endpoint:
-            enable_tracing(obs.otlp_endpoint, obs.service_name)
+            enable_tracing(obs.otlp_endpoint, obs.service_name, obs.trace_sample_ratio)
         auto: asyncio.Task[None] | None = None
         try:
             await genesis.warm_up()
@@ -222,6 +222,7 @@ def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
 
 def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
     add_rollout_routes(app, genesis)
+
     @app.get("/admin/cache/stats")
     async def cache_stats() -> CacheStatsResponse:
         return CacheStatsResponse.model_validate(await genesis.cache_stats())
@@ -260,6 +261,9 @@ async def _answer(
         )
         track_answer(genesis, result, session_id)  # its cost and event (queued, not written)
         return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away: not an error of the service
+        raise
     except Exception as exc:
         outcome = _outcome(exc)
         track_failure(genesis, name, exc, session_id)

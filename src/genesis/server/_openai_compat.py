@@ -46,8 +46,7 @@ from pydantic import (
 from genesis.agents import AnswerOptions
 from genesis.app import AskResult
 from genesis.errors import GenesisError, UnknownAgentError
-from genesis.llm import Generation, GenerationRequest, Usage
-from genesis.llm._stream import OpenedStream, StreamDelta
+from genesis.llm import Generation, GenerationRequest, OpenedStream, StreamDelta, Usage
 from genesis.memory import SESSION_ID_PATTERN
 from genesis.observability import request_stage
 from genesis.rag import Generate, RAGUsage, Turn, turns_from_messages

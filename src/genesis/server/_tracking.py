@@ -24,7 +24,13 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genesis.events import RequestEvent, parse_usage_groups
+from genesis.events import (
+    RequestEvent,
+    begin_request_facts,
+    current_request_facts,
+    end_request_facts,
+    parse_usage_groups,
+)
 from genesis.observability import (
     begin_waterfall,
     current_waterfall,
@@ -66,6 +72,7 @@ class TrackingMiddleware:
             await self.app(scope, receive, send)
             return
         _, waterfall_token = begin_waterfall()
+        _, facts_token = begin_request_facts()
         context = _RequestContext(uuid.uuid4().hex, time.time(), scope)
         context_token = _context.set(context)
         header = (REQUEST_ID_HEADER.lower().encode(), context.request_id.encode())
@@ -79,6 +86,7 @@ class TrackingMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             _context.reset(context_token)
+            end_request_facts(facts_token)
             end_waterfall(waterfall_token)
 
 
@@ -133,6 +141,10 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         ts, elapsed = _started()
         principal = _principal()
         tiers = answer.cache_tiers
+        facts = current_request_facts()
+        fallback = facts.fallback_reason if facts else None
+        # The rollout's assignment, where the rollout work puts it on the result.
+        rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
         genesis.tracker.record(
             RequestEvent(
                 ts=ts,
@@ -147,6 +159,11 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cost_usd=result.cost.total_usd,
                 session_id=session_id,
                 key_id=principal.key_id if principal else None,
+                experiment=rollout.get("experiment"),
+                variant=rollout.get("variant"),
+                unit_kind=rollout.get("unit_kind"),
+                fallback=fallback is not None,
+                fallback_reason=fallback,
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
