@@ -41,7 +41,7 @@ from genesis.observability import (
 )
 from genesis.server._auth import Principal
 from genesis.server._errors import error_response
-from genesis.server._rollout import event_fields, failure_fields
+from genesis.server._rollout import failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
@@ -167,7 +167,6 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
-                **event_fields(genesis, result),
             )
         )
 
