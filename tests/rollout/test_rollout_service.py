@@ -164,7 +164,7 @@ def test_events_carry_the_variant_and_survive_a_restart(demo_home: Path, tmp_pat
     def genesis(*args: str) -> object:
         done = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return json.loads(done.stdout) if done.stdout.strip() else None
 
     genesis("rollout", "set", "support", "50", "--json")
     users = [f"u{i}" for i in range(30)]
@@ -183,3 +183,7 @@ def test_events_carry_the_variant_and_survive_a_restart(demo_home: Path, tmp_pat
     assert cmp["finetuned"]["n"] == list(served.values()).count("finetuned")
     after = genesis("rollout", "status", "support", "--json")  # a new process, server gone
     assert after["verdict"]["comparison"]["srm"]["observed"] == cmp["srm"]["observed"]
+    genesis("report", "support", "--html", str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md"))
+    observed = cmp["srm"]["observed"]
+    assert f"observed [{observed[0]}, {observed[1]}]" in (tmp_path / "r.md").read_text()
+    assert "plotly" in (tmp_path / "r.html").read_text()
