@@ -167,6 +167,7 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
+                abstained=answer.abstained,
             )
         )
 
