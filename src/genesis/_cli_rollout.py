@@ -191,8 +191,10 @@ def auto(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The automatic mode from the command line: advance when the gates pass, roll back when
-    a guardrail trips (one process at a time acts: a lock in the database)."""
+    """The automatic mode: advance when the gates pass, roll back on a regression or a
+    tripped guardrail.
+
+    One process at a time acts (a lock in the database)."""
 
     def work(r: Rollout) -> None:
         every = interval or r.settings.auto_interval_s
