@@ -191,8 +191,7 @@ def auto(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The automatic mode: advance when the gates pass, roll back on a regression or a
-    tripped guardrail.
+    """The automatic mode: advance on evidence, roll back on a regression or guardrail.
 
     One process at a time acts (a lock in the database)."""
 
