@@ -108,7 +108,16 @@ def _serve(port: int) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    # A long keep-alive: uvicorn's 5 s default closes idle connections between blocks, and a
+    # client that reuses one in that instant gets a ReadError (no system retries here).
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        lifespan="off",
+        timeout_keep_alive=300,
+    )
 
 
 def _check(path: str, body: bytes, answers: dict[str, bytes]) -> tuple[int, bytes]:
