@@ -8,9 +8,12 @@ shells around this class.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
+import functools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from genesis._executor import run_cpu
 from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
 from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
@@ -37,7 +41,7 @@ from genesis.errors import (
     TokenizerError,
     UnknownAgentError,
 )
-from genesis.events import Cost, Tracker
+from genesis.events import Cost, Tracker, note_fallback
 from genesis.knowledge import (
     EmbeddedVectorStore,
     IngestReport,
@@ -50,7 +54,18 @@ from genesis.knowledge import (
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
 from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
-from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
+from genesis.rag import (
+    AbstentionPolicy,
+    EvidenceScorer,
+    Generate,
+    PromptAssembler,
+    PromptTemplate,
+    RAGAnswer,
+    TokenCachedRAG,
+    Turn,
+    vocabulary,
+)
+from genesis.rollout import LazyRolloutStore, Rollout, unit_for
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
@@ -74,6 +89,8 @@ class AskResult:
     request_id: str | None = None
     cost: Cost | None = None
     waterfall: dict[str, float] = field(default_factory=dict)
+    # Which model variant served, in which experiment, for which unit (genesis.rollout).
+    rollout: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +148,7 @@ class Genesis:
     router = _Part[HALORouter]()
     tracker = _Part[Tracker]()
     sessions = _Part[SessionStore]()
+    rollout = _Part[Rollout]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -240,9 +258,11 @@ class Genesis:
         )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
+        self._evidence = self._build_evidence()
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.sessions = self._build_sessions()
         stack.push_async_callback(self.sessions.aclose)
+        self.rollout = self._build_rollout(stack)
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
@@ -252,6 +272,7 @@ class Genesis:
             threshold=s.router.threshold,
             default_agent=s.router.default_agent,
             registry=self.registry,
+            evidence=self._retrieval_evidence,
         )
         await self._load_models()
 
@@ -357,8 +378,37 @@ class Genesis:
             breaker_reset_s=llm.breaker_reset_s,
             breaker_failure_rate=llm.breaker_failure_rate,
             breaker_window=llm.breaker_window,
-            on_fallback=record_fallback,
+            on_fallback=_on_fallback,
         )
+
+    def _retrieval_evidence(
+        self, task: str, vector: Any, agents: Sequence[str]
+    ) -> dict[str, float]:
+        """How well each agent's collection matches ``task``: the router's tie-breaker."""
+        del task  # the dense score needs only the vector
+        out = {}
+        for name in agents:
+            score = self.kb.best_dense_score(vector, self.settings.agents[name].collection)
+            if score is not None:
+                out[name] = score
+        return out
+
+    def _build_evidence(self) -> EvidenceScorer:
+        """One sentence ranker for every agent (its sentence-vector cache is shared)."""
+        answers = self.settings.answers
+        policy = AbstentionPolicy(enabled=answers.abstain)
+        if answers.abstain_threshold is not None:
+            policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
+        return EvidenceScorer(self.embedder.embed_documents, self.embedder.embed_query, policy)
+
+    def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
+        """The database opens on the first read (off the loop, by the state cache)."""
+        from genesis.rollout import open_rollout_store
+
+        store = LazyRolloutStore(functools.partial(open_rollout_store, self.settings))
+        stack.callback(store.close)
+        s = self.settings
+        return Rollout(s.rollout, s.agents, store, open_events=self.tracker.recorder.store)
 
     async def _build_agent(self, profile: AgentProfile) -> Agent:
         assembler = PromptAssembler(self.encoder, PromptTemplate(system=profile.system_prompt))
@@ -373,6 +423,8 @@ class Genesis:
             max_context_tokens=self.settings.llm.max_context_tokens,
             cache_ttl_s=profile.cache_ttl_s,
             retrieval=self.settings.knowledge.retrieval,
+            evidence=self._evidence,
+            calls_model=not extractive,
         )
         return Agent(profile, rag, timeout_s=self.settings.llm.timeout_s)
 
@@ -419,6 +471,14 @@ class Genesis:
         """One search per collection loads its vectors, HNSW file and BM25 index."""
         for name in sorted(await self.kb.collections()):
             await self.kb.search("warm up", name, 1)
+        await self._refresh_vocabulary()
+
+    async def _refresh_vocabulary(self) -> None:
+        """Teach the abstention check every term of the knowledge base (~50 ms for the demo)."""
+        texts = []
+        for name in sorted(await self.kb.collections()):
+            texts += [f"{c.heading}\n{c.text}" for c in await self.kb.all_chunks(name)]
+        self._evidence.set_vocabulary(await run_cpu(vocabulary, texts))
 
     @property
     def serving(self) -> bool:
@@ -433,6 +493,8 @@ class Genesis:
         report = await self.kb.ingest(Path(path), collection, progress=progress)
         if report.chunks_added:
             await self.cache_warm(collection)
+        if report.chunks_added or report.chunks_removed:
+            await self._refresh_vocabulary()
         return report
 
     async def search(
@@ -464,15 +526,20 @@ class Genesis:
         agent: str | None = None,
         collection: str | None = None,
         top_k: int | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
         history: Sequence[Turn] = (),
         options: AnswerOptions | None = None,
-        generate_for: Callable[[str], Generate | None] | None = None,
+        generate_for: Callable[[str, bool], Generate | None] | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
 
         ``history`` is the conversation so far (oldest first), ``options`` the client's
-        generation settings, and ``generate_for(agent)`` may give the generator to use once
-        the agent is chosen (the streaming endpoint's).
+        generation settings, and ``generate_for(agent, finetuned)`` may give the generator to
+        use once the agent and its model variant are chosen (the streaming endpoint's).
+        The agent's rollout picks the variant for the unit: the user, else the session, else
+        this request (``request_id``, made up when not given).
 
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
@@ -482,13 +549,16 @@ class Genesis:
         await self.check_question(question, agent)
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
+        unit = unit_for(user_id, session_id, request_id or uuid.uuid4().hex)
+        assignment = await self.rollout.assign(decision.agent, unit)
+        finetuned = assignment.variant == "finetuned"
         answer = await self.agent(decision.agent).answer(
             question,
             top_k=top_k,
             collection=collection,
             history=history,
             options=options,
-            generate=generate_for(decision.agent) if generate_for else None,
+            generate=(generate_for or self._generator)(decision.agent, finetuned),
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.
@@ -496,8 +566,20 @@ class Genesis:
         total = stages.pop("total") + route_ms
         answer.timings_ms = {"route": round(route_ms, 3), **stages, "total": round(total, 3)}
         return AskResult(
-            decision.agent, decision.method, decision.reason, decision.confidence, answer
+            decision.agent,
+            decision.method,
+            decision.reason,
+            decision.confidence,
+            answer,
+            rollout=assignment.as_dict(),
         )
+
+    def _generator(self, agent: str, finetuned: bool) -> Generate | None:
+        """The registry's generator for the chosen variant (None: the pipeline's own, as the
+        offline extractive backend has no models to choose between)."""
+        if self.settings.llm.backend == "extractive":
+            return None
+        return self.registry.generator(agent, use_finetuned=finetuned)
 
     async def check_question(self, question: str, agent: str | None = None) -> int:
         """The question's token count; PromptBudgetError when it cannot fit ``agent``'s
@@ -569,6 +651,12 @@ class Genesis:
         """One real tiny request through ``agent`` (rate-limited, see ``AgentChecks``)."""
         self.agent(agent)  # an unknown name is an error, not a check
         return await self.agent_checks.check(agent)
+
+
+def _on_fallback(agent: str, from_model: str, to_model: str, reason: str) -> None:
+    """A fallback is a metric and a fact of the request's event."""
+    record_fallback(agent, from_model, to_model, reason)
+    note_fallback(agent, from_model, to_model, reason)
 
 
 @asynccontextmanager

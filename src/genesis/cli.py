@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from genesis._cli_rollout import report as rollout_report
+from genesis._cli_rollout import rollout_app
 from genesis.errors import GenesisError
 
 if TYPE_CHECKING:  # the CLI imports these lazily: a warm `genesis ask` starts fast
@@ -37,6 +39,8 @@ cache_app = typer.Typer(help="Inspect, warm or clear the token cache.", no_args_
 app.add_typer(cache_app, name="cache")
 keys_app = typer.Typer(help="Make API keys and their digests for auth.keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(rollout_app, name="rollout")
+app.command("report")(rollout_report)
 
 out = Console()
 err = Console(stderr=True)
@@ -174,13 +178,16 @@ def _print_answer(result: AskResult) -> None:
     answer = result.answer
     out.print(f"[bold]{result.agent}[/] [dim]({escape(result.route_reason)})[/]\n")
     out.print(answer.answer, highlight=False, markup=False)
-    if answer.sources:
-        out.print("\n[bold]Sources[/]")
-        for src in answer.sources:
+    listed = answer.see_also if answer.abstained else answer.sources
+    if listed:
+        out.print("\n[bold]See also[/]" if answer.abstained else "\n[bold]Sources[/]")
+        for src in listed:
             heading = f" — {src.heading}" if src.heading else ""
             out.print(f"  [{src.number}] {src.source}{heading}", highlight=False, markup=False)
     usage = answer.usage
     kind = "extractive (no LLM configured)" if answer.extractive else f"model {answer.model}"
+    if answer.abstained:
+        kind = "abstained: no model called"
     out.print(
         f"\n[dim]{usage.prompt_tokens} prompt tokens, {usage.cached_tokens} from cache "
         f"({usage.chunks_from_cache}/{usage.chunks_in_prompt} chunks); {kind}; "

@@ -41,6 +41,8 @@ __all__ = [
     "ModelPrice",
     "RateLimitSettings",
     "RedisSettings",
+    "RolloutGates",
+    "RolloutSettings",
     "RouterSettings",
     "Scope",
     "ServerSettings",
@@ -165,6 +167,14 @@ class RouterSettings(_Model):
     default_agent: str = "support"
 
 
+class AnswerSettings(_Model):
+    """Abstention: say "the knowledge base does not answer this" instead of guessing."""
+
+    abstain: bool = True
+    # None: the threshold calibrated on the demo knowledge base (genesis.rag.AbstentionPolicy).
+    abstain_threshold: float | None = Field(None, ge=0, le=1)
+
+
 class ServerSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -266,6 +276,51 @@ class StoreSettings(_Model):
     flush_interval_s: float = Field(0.5, gt=0, le=60)
 
 
+class RolloutGates(_Model):
+    """What a stage must show before the rollout moves on, and what rolls it back at once.
+    Rates are fractions (0.05 = 5 points); see docs/rollout-statistics.md."""
+
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # false alarms over all metrics and all looks
+    mde: float = Field(0.05, gt=0, lt=1)  # smallest success-rate difference worth detecting
+    power: float = Field(0.8, gt=0, lt=1)
+    min_samples: int = Field(200, ge=10)  # requests per variant in a stage before advancing
+    min_stage_minutes: float = Field(30.0, ge=0)
+    # advance when the fine-tuned model is shown better (superiority), or shown not worse
+    # than the baseline by more than ``mde`` (non_inferiority).
+    advance_on: Literal["superiority", "non_inferiority"] = "superiority"
+    p95_latency_tolerance: float = Field(0.10, ge=0)  # p95 may grow by 10% before it counts
+    fallback_tolerance: float = Field(0.02, ge=0)  # fallback rate may grow by 2 points
+    cost_budget_ratio: float = Field(1.5, gt=0)  # cost per request at most 1.5x the baseline
+    srm_p: float = Field(0.001, gt=0, lt=1)  # chi-square p below this: split broken, blocked
+    error_rate_ceiling: float = Field(0.10, gt=0, le=1)  # guardrail: rolls back at once
+    guardrail_min_samples: int = Field(50, ge=1)
+    look_every: int = Field(100, ge=10)  # tests see the data at every 100th request
+
+
+class RolloutSettings(_Model):
+    """Staged rollout of agents' fine-tuned models (genesis.rollout)."""
+
+    # HMAC key of the assignment hash. Production sets its own (GENESIS_ROLLOUT_SECRET): with
+    # the public default anyone can compute which users get which model.
+    secret: SecretStr = SecretStr("genesis-rollout-default-secret")
+    stages: list[float] = Field([10.0, 25.0, 50.0, 100.0], min_length=1)
+    # Percentage served by the fine-tuned model for an agent whose rollout never started.
+    default_percent: float = Field(100.0, ge=0, le=100)
+    cache_ttl_s: float = Field(2.0, ge=0, le=60)  # replicas agree within this
+    forced_users: dict[str, Literal["finetuned", "baseline"]] = {}
+    gates: RolloutGates = RolloutGates()
+    auto: bool = False  # the server advances and rolls back on its own
+    auto_interval_s: float = Field(300.0, ge=1)
+    lock_ttl_s: float = Field(120.0, ge=1)
+
+    @field_validator("stages")
+    @classmethod
+    def _rising(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 100 for v in value) or value != sorted(set(value)):
+            raise ValueError(f"stages must rise strictly within (0, 100], got {value}")
+        return value
+
+
 class ModelPrice(_Model):
     """US dollars per million tokens of one model. ``cached_input_per_1m`` (optional) prices
     the prompt tokens that were served from the token cache (the stable prefix a provider's
@@ -293,6 +348,7 @@ class ObservabilitySettings(_Model):
     # OpenTelemetry traces (a span per stage) go to this OTLP/HTTP endpoint; None: off.
     otlp_endpoint: str | None = None
     service_name: str = Field("genesis", min_length=1, max_length=64)
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)  # share of requests traced
     health_timeout_s: float = Field(2.0, gt=0, le=60)  # per dependency in /health/ready
     agent_check_timeout_s: float = Field(15.0, gt=0, le=300)  # /health/agents/{agent}
     # A real agent check costs a model call: at most one per agent per interval and process;
@@ -317,12 +373,14 @@ class Settings(_Model):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     llm: LLMSettings = LLMSettings()
     router: RouterSettings = RouterSettings()
+    answers: AnswerSettings = AnswerSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
     pricing: dict[str, ModelPrice] = {}  # model name -> price; unknown models cost 0 (logged)
     sessions: SessionSettings = SessionSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    rollout: RolloutSettings = RolloutSettings()
     budgets: BudgetSettings = BudgetSettings()
     agents: dict[str, AgentProfile] = {}
 

@@ -14,6 +14,13 @@ from genesis.events._export import (
     parse_time,
     parse_usage_groups,
 )
+from genesis.events._facts import (
+    RequestFacts,
+    begin_request_facts,
+    current_request_facts,
+    end_request_facts,
+    note_fallback,
+)
 from genesis.events._model import (
     EventStore,
     Feedback,
@@ -39,13 +46,18 @@ __all__ = [
     "PriceTable",
     "RecorderStats",
     "RequestEvent",
+    "RequestFacts",
     "SqlEventStore",
     "Tracker",
     "UnitKind",
     "UsageGroup",
     "UsageRow",
     "Variant",
+    "begin_request_facts",
+    "current_request_facts",
+    "end_request_facts",
     "export_events",
+    "note_fallback",
     "open_event_store",
     "parse_time",
     "parse_usage_groups",

@@ -8,7 +8,16 @@ from genesis._breaker import (
     RateCircuitBreaker,
 )
 from genesis.llm._blocks import BLOCK_SIZE, block_hashes
-from genesis.llm._extractive import ExtractiveBackend
+from genesis.llm._extractive import (
+    ExtractiveBackend,
+    RankedSentence,
+    Sentence,
+    choose_sentences,
+    coverage,
+    rank_sentences,
+    split_sentences,
+    terms,
+)
 from genesis.llm._factory import BackendKind, build_backend, replica_options
 from genesis.llm._openai import ChatBackend, CompletionsBackend
 from genesis.llm._registry import (
@@ -24,12 +33,14 @@ from genesis.llm._replicas import (
     ReplicaSpec,
     ReplicatedCompletionsBackend,
 )
+from genesis.llm._stream import OpenedStream, StreamDelta, StreamingBackend
 from genesis.llm._types import (
     Citation,
     Generation,
     GenerationRequest,
     LLMBackend,
     Message,
+    Quote,
     Usage,
 )
 
@@ -50,15 +61,26 @@ __all__ = [
     "Message",
     "ModelRegistry",
     "ModelRoute",
+    "OpenedStream",
     "Policy",
+    "Quote",
+    "RankedSentence",
     "RateCircuitBreaker",
     "RegistryResult",
     "ReplicaRouter",
     "ReplicaSpec",
     "ReplicatedCompletionsBackend",
+    "Sentence",
+    "StreamDelta",
+    "StreamingBackend",
     "Usage",
     "block_hashes",
     "build_backend",
+    "choose_sentences",
+    "coverage",
+    "rank_sentences",
     "reason_code",
     "replica_options",
+    "split_sentences",
+    "terms",
 ]

@@ -46,13 +46,13 @@ from pydantic import (
 from genesis.agents import AnswerOptions
 from genesis.app import AskResult
 from genesis.errors import GenesisError, UnknownAgentError
-from genesis.llm import Generation, GenerationRequest, Usage
-from genesis.llm._stream import OpenedStream, StreamDelta
+from genesis.llm import Generation, GenerationRequest, OpenedStream, StreamDelta, Usage
 from genesis.memory import SESSION_ID_PATTERN
 from genesis.observability import request_stage
 from genesis.rag import Generate, RAGUsage, Turn, turns_from_messages
 from genesis.server._errors import short
 from genesis.server._models import MAX_MESSAGE_CHARS, MAX_MESSAGES, ChatCompletion, Name
+from genesis.server._rollout import rollout_headers
 from genesis.server._sessions import Conversation, owner_of
 from genesis.server._sse import DONE, MEDIA_TYPE, STREAM_HEADERS, ChunkWriter, error_event
 from genesis.server._tracking import respond
@@ -238,12 +238,14 @@ class _StreamStart:
         self._genesis = genesis
         self.opened: OpenedStream | None = None
 
-    def generator_for(self, agent: str) -> Generate | None:
+    def generator_for(self, agent: str, finetuned: bool = True) -> Generate | None:
         if self._genesis.settings.llm.backend == "extractive":
             return None  # the pipeline's own: the whole answer, sent as one chunk
 
         async def generate(request: GenerationRequest) -> Generation:
-            self.opened = await self._genesis.registry.open_stream(agent, request)
+            self.opened = await self._genesis.registry.open_stream(
+                agent, request, use_finetuned=finetuned
+            )
             first = self.opened.first
             prompt = len(request.prompt_ids) if request.prompt_ids is not None else 0
             return Generation(
@@ -300,8 +302,7 @@ async def _chat(
         conversation = await Conversation.open(
             genesis.sessions, owner_of(request), session or body.user
         )
-    # The client's own earlier turns are the context when it sent any; else the session's.
-    history = turn.history or conversation.history
+    history = _context(turn.history, conversation.history)
     agent = None if body.model in ROUTING_MODELS else body.model
     start = _StreamStart(genesis) if body.stream else None
     result = await answer(
@@ -310,6 +311,7 @@ async def _chat(
         agent,
         None,
         conversation.session_id,
+        user_id=body.user,  # the rollout's unit
         history=history,
         options=options,
         generate_for=start.generator_for if start else None,
@@ -318,12 +320,24 @@ async def _chat(
         with request_stage("session_write"):
             await conversation.record(turn.question, result.answer.answer, result.agent)
         # The waterfall goes into the `genesis` extension (the last field, depth 2).
-        return respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
+        done = respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
+        rollout_headers(done, result.rollout)
+        return done
     timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.answer.timings_ms.items())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _sse(body.model, result, start.opened, conversation, turn.question, include_usage)
     headers = {**STREAM_HEADERS, "Server-Timing": timing}
-    return StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
+    streamed = StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
+    rollout_headers(streamed, result.rollout)
+    return streamed
+
+
+def _context(client: list[Turn], session: list[Turn]) -> list[Turn]:
+    """The client's own earlier turns when it sent a conversation (OpenAI semantics); else
+    the session's turns, followed by the client's system messages (if any)."""
+    if any(role != "system" for turn in client for role, _ in turn.lines):
+        return client
+    return [*session, *client]
 
 
 def _options(genesis: Genesis, body: ChatBody) -> AnswerOptions:

@@ -24,7 +24,13 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genesis.events import RequestEvent, parse_usage_groups
+from genesis.events import (
+    RequestEvent,
+    begin_request_facts,
+    current_request_facts,
+    end_request_facts,
+    parse_usage_groups,
+)
 from genesis.observability import (
     begin_waterfall,
     current_waterfall,
@@ -35,6 +41,7 @@ from genesis.observability import (
 )
 from genesis.server._auth import Principal
 from genesis.server._errors import error_response
+from genesis.server._rollout import failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
@@ -65,6 +72,7 @@ class TrackingMiddleware:
             await self.app(scope, receive, send)
             return
         _, waterfall_token = begin_waterfall()
+        _, facts_token = begin_request_facts()
         context = _RequestContext(uuid.uuid4().hex, time.time(), scope)
         context_token = _context.set(context)
         header = (REQUEST_ID_HEADER.lower().encode(), context.request_id.encode())
@@ -78,6 +86,7 @@ class TrackingMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             _context.reset(context_token)
+            end_request_facts(facts_token)
             end_waterfall(waterfall_token)
 
 
@@ -132,6 +141,10 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         ts, elapsed = _started()
         principal = _principal()
         tiers = answer.cache_tiers
+        facts = current_request_facts()
+        fallback = facts.fallback_reason if facts else None
+        # The rollout's assignment, where the rollout work puts it on the result.
+        rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
         genesis.tracker.record(
             RequestEvent(
                 ts=ts,
@@ -149,6 +162,12 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
                 cache_l1=tiers.get("l1", 0),
                 cache_l2=tiers.get("l2", 0),
                 cache_miss=tiers.get("miss", 0),
+                experiment=rollout.get("experiment"),
+                variant=rollout.get("variant"),
+                unit_kind=rollout.get("unit_kind"),
+                fallback=fallback is not None,
+                fallback_reason=fallback,
+                abstained=answer.abstained,
             )
         )
 
@@ -160,17 +179,18 @@ def track_failure(
     known = agent if agent in genesis.settings.agents else ("auto" if agent is None else "unknown")
     ts, elapsed = _started()
     principal = _principal()
+    fields: dict[str, Any] = {"agent": known, **failure_fields()}
     genesis.tracker.record(
         RequestEvent(
             ts=ts,
             request_id=request_id(),
-            agent=known,
             model="",
             outcome="error",
             latency_ms=round(elapsed, 3),
             session_id=session_id,
             key_id=principal.key_id if principal else None,
             error_type=type(exc).__name__,
+            **fields,
         )
     )
 

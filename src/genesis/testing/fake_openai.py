@@ -89,7 +89,8 @@ class FakeOpenAIServer:
         self.max_model_len = max_model_len
         self.report_vocab_size = report_vocab_size
         self.timeout_sleep_s = timeout_sleep_s
-        # Pause between streamed pieces, as a model's decoding takes (for benchmarks).
+        # Decoding time per piece (for benchmarks): between streamed pieces, and in total
+        # before a whole (not streamed) answer.
         self.stream_delay_s = stream_delay_s
         self.failure_rates = dict(failure_rates or {})
         self._rng = random.Random(seed)
@@ -240,6 +241,7 @@ class FakeOpenAIServer:
         reply = await self._completion_body(body, len(prompt))
         if body.get("stream") is True:
             return self._stream(body, reply, outcome == "break", chat=False)
+        await self._decoding(reply)
         return JSONResponse(reply)
 
     async def _chat(self, request: Request) -> Response:
@@ -258,6 +260,7 @@ class FakeOpenAIServer:
         reply = await self._completion_body(body, prompt_len)
         if body.get("stream") is True:
             return self._stream(body, reply, outcome == "break", chat=True)
+        await self._decoding(reply)
         choice = reply["choices"][0]
         reply["object"] = "chat.completion"
         reply["choices"] = [
@@ -313,6 +316,12 @@ class FakeOpenAIServer:
         if body.get("model") not in self.model_names:
             return body, _error(404, f"The model `{body.get('model')}` does not exist.")
         return body, None
+
+    async def _decoding(self, reply: dict[str, Any]) -> None:
+        """A whole answer takes as long as streaming all of its pieces would."""
+        if self.stream_delay_s > 0:
+            pieces = len(_PIECE.findall(reply["choices"][0]["text"]))
+            await asyncio.sleep(self.stream_delay_s * pieces)
 
     def _stream(
         self, body: dict[str, Any], reply: dict[str, Any], broken: bool, *, chat: bool
