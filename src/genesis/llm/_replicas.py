@@ -283,7 +283,8 @@ class ReplicatedCompletionsBackend:
         """Serve ``request`` on the routed replica, failing over to others within its timeout.
 
         Raises ``LLMBadRequestError`` at once (every replica would refuse it); otherwise, when
-        no replica served, the last replica's error (``LLMServerError`` if none was tried).
+        no replica served, the last replica's error (``LLMTimeoutError`` if the time was up
+        before any could be called).
         """
         if request.prompt_ids is None or len(request.prompt_ids) == 0:
             completions_payload(request)  # raises the backend's own LLMBadRequestError
