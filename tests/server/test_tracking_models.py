@@ -126,14 +126,23 @@ def test_a_streamed_answer_is_priced_when_the_stream_ends(
         _serve(genesis) as url,
         openai.OpenAI(base_url=url + "/v1", api_key=api_key_for("app"), max_retries=0) as client,
     ):
-        chunks = list(
-            client.chat.completions.create(
-                model="support",
-                messages=[{"role": "user", "content": "How do I rotate an API key?"}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
+        with client.chat.completions.with_streaming_response.create(
+            model="support",
+            messages=[{"role": "user", "content": "How do I rotate an API key?"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        ) as response:
+            timing = response.headers["server-timing"]
+            chunks = list(response.parse())
+    # The waterfall up to the headers (the first tokens included) adds up, "other" shown.
+    stages = dict(
+        (name, float(dur))
+        for name, _, dur in (p.strip().partition(";dur=") for p in timing.split(","))
+    )
+    assert {"auth", "route", "generate", "other", "total"} <= set(stages)
+    assert sum(v for k, v in stages.items() if k != "total") == pytest.approx(
+        stages["total"], rel=0.05
+    )
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(texts) >= 2 and "".join(texts) == reply
     last = chunks[-1]

@@ -55,7 +55,13 @@ from genesis.server._errors import short
 from genesis.server._models import MAX_MESSAGE_CHARS, MAX_MESSAGES, ChatCompletion, Name
 from genesis.server._sessions import Conversation, owner_of
 from genesis.server._sse import DONE, MEDIA_TYPE, STREAM_HEADERS, ChunkWriter, error_event
-from genesis.server._tracking import PendingEvent, deferred_tracking, finish_stream, respond
+from genesis.server._tracking import (
+    PendingEvent,
+    deferred_tracking,
+    finish_stream,
+    respond,
+    stream_server_timing,
+)
 
 if TYPE_CHECKING:
     from genesis.app import Genesis
@@ -321,7 +327,7 @@ async def _chat(
             await conversation.record(turn.question, result.answer.answer, result.agent)
         # The waterfall goes into the `genesis` extension (the last field, depth 2).
         return respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
-    timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.answer.timings_ms.items())
+    timing = stream_server_timing(result.answer.timings_ms)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tracked = _Tracked(genesis, pending[0] if pending else None)
     events = _sse(
