@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
@@ -143,3 +144,182 @@ class KeyedCircuitBreaker:
 
     def record_failure(self, key: str) -> None:
         self._circuit(key).record_failure()
+
+    def release_probe(self, key: str) -> None:
+        self._circuit(key).release_probe()
+
+
+class RateCircuitBreaker:
+    """A breaker that opens on a failure *rate*, as resilience4j's count-based one does.
+
+    The last ``window`` verdicts are kept; once at least ``min_calls`` of them are in, the
+    circuit opens when the share of failures reaches ``failure_rate``. Open, it refuses calls
+    for ``reset_timeout_s``; then one probe is let through (half-open): its success closes the
+    circuit with a fresh window, its failure opens it again. :meth:`force_open` opens it at
+    once (a replica that refuses connections is down, not flaky).
+
+    Why a rate and not N consecutive failures: a backend that fails 50% of calls at random
+    gives three failures in a row every eighth call, so a consecutive-count breaker kept
+    opening on a model that retries would serve; a rate over a window tells "flaky" from
+    "down". Callers record one verdict per request, not per retry. Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        failure_rate: float = 0.5,
+        window: int = 20,
+        min_calls: int = 10,
+        reset_timeout_s: float = 30.0,
+        *,
+        clock: Clock = time.monotonic,
+        name: str = "circuit",
+    ) -> None:
+        _check_rate_settings(failure_rate, window, min_calls, reset_timeout_s)
+        self.failure_rate = failure_rate
+        self.window = window
+        self.min_calls = min_calls
+        self.reset_timeout_s = reset_timeout_s
+        self.name = name
+        self._clock = clock
+        self._verdicts: deque[bool] = deque(maxlen=window)  # True = failure
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_at: float | None = None
+        self.opened_count = 0
+        record_breaker_state(name, "closed")  # the series exists before the first failure
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at < self.reset_timeout_s:
+            return "open"
+        return "half_open"
+
+    @property
+    def observed_failure_rate(self) -> float:
+        return self._failures / len(self._verdicts) if self._verdicts else 0.0
+
+    def allow(self) -> bool:
+        """Whether the next operation may run (when half-open, it becomes the probe)."""
+        state = self.state
+        if state != "half_open":
+            return state == "closed"
+        now = self._clock()
+        if self._probe_at is not None and now - self._probe_at < self.reset_timeout_s:
+            return False
+        if self._probe_at is None:
+            self._log("open", "half_open")
+        self._probe_at = now
+        return True
+
+    def release_probe(self) -> None:
+        self._probe_at = None
+
+    def record_success(self) -> None:
+        if self._opened_at is not None:
+            if self.state == "open":
+                return  # a late verdict from before the circuit opened
+            self._log("half_open", "closed")
+            self._opened_at = self._probe_at = None
+            self._reset_window()
+            return
+        self._push(False)
+
+    def record_failure(self) -> None:
+        if self._opened_at is not None:
+            if self.state == "half_open":
+                self._open("half_open")
+            return
+        self._push(True)
+        if len(self._verdicts) >= self.min_calls and self.observed_failure_rate >= (
+            self.failure_rate
+        ):
+            self._open("closed")
+
+    def force_open(self) -> None:
+        if self.state != "open":
+            self._open(self.state)
+
+    def _push(self, failed: bool) -> None:
+        if len(self._verdicts) == self.window and self._verdicts[0]:
+            self._failures -= 1
+        self._verdicts.append(failed)
+        self._failures += failed
+
+    def _reset_window(self) -> None:
+        self._verdicts.clear()
+        self._failures = 0
+
+    def _open(self, old: BreakerState) -> None:
+        self.opened_count += 1
+        record_breaker_opened(self.name)
+        logger.warning(
+            "circuit breaker %s: %s -> open (failure rate %.2f over %d calls)",
+            self.name,
+            old,
+            self.observed_failure_rate,
+            len(self._verdicts),
+        )
+        self._opened_at = self._clock()
+        self._probe_at = None
+        self._reset_window()
+
+    def _log(self, old: BreakerState, new: BreakerState) -> None:
+        record_breaker_state(self.name, new)
+        logger.warning("circuit breaker %s: %s -> %s", self.name, old, new)
+
+
+class KeyedRateBreaker:
+    """One :class:`RateCircuitBreaker` per key (e.g. ``agent:model``), created on first use.
+
+    Same surface as :class:`KeyedCircuitBreaker`, so the model registry takes either.
+    """
+
+    def __init__(
+        self,
+        failure_rate: float = 0.5,
+        window: int = 20,
+        min_calls: int = 10,
+        reset_timeout_s: float = 30.0,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        _check_rate_settings(failure_rate, window, min_calls, reset_timeout_s)
+        self._settings = (failure_rate, window, min_calls, reset_timeout_s)
+        self._clock = clock
+        self._circuits: dict[str, RateCircuitBreaker] = {}
+
+    def circuit(self, key: str) -> RateCircuitBreaker:
+        circuit = self._circuits.get(key)
+        if circuit is None:
+            circuit = RateCircuitBreaker(*self._settings, clock=self._clock, name=key)
+            self._circuits[key] = circuit
+        return circuit
+
+    def state(self, key: str) -> BreakerState:
+        circuit = self._circuits.get(key)
+        return "closed" if circuit is None else circuit.state
+
+    def allow(self, key: str) -> bool:
+        return self.circuit(key).allow()
+
+    def release_probe(self, key: str) -> None:
+        self.circuit(key).release_probe()
+
+    def record_success(self, key: str) -> None:
+        self.circuit(key).record_success()
+
+    def record_failure(self, key: str) -> None:
+        self.circuit(key).record_failure()
+
+
+def _check_rate_settings(
+    failure_rate: float, window: int, min_calls: int, reset_timeout_s: float
+) -> None:
+    if not 0 < failure_rate <= 1:
+        raise ValueError(f"failure_rate must be in (0, 1], got {failure_rate}")
+    if window < 1 or not 1 <= min_calls <= window:
+        raise ValueError(f"need 1 <= min_calls <= window, got {min_calls} and {window}")
+    if reset_timeout_s <= 0:
+        raise ValueError(f"reset_timeout_s must be > 0, got {reset_timeout_s}")

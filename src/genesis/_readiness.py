@@ -15,6 +15,9 @@ check             critical  what "down" means
                             503: the registry's fallbacks and breaker handle model failures
                             per request, and a shared inference outage must not pull every
                             replica out of the load balancer (search still works).
+``event_store``   no        the events database (SQLite file or PostgreSQL) does not answer
+                            a query: requests are served, their events wait in the bounded
+                            queue (a full queue is counted in genesis_queue_dropped_total).
 ================  ========  ==================================================================
 
 ``/health/agents/{agent}`` runs one real, tiny request through the agent's whole pipeline and
@@ -47,6 +50,7 @@ def register_builtin_checks(genesis: Genesis, checks: HealthChecks) -> None:
     checks.register("knowledge", lambda: _knowledge(genesis), critical=True)
     checks.register("token_cache", lambda: _token_cache(genesis))
     checks.register("llm", lambda: _llm(genesis))
+    checks.register("event_store", lambda: _event_store(genesis))
 
 
 async def _knowledge(genesis: Genesis) -> dict[str, Any]:
@@ -68,6 +72,13 @@ async def _llm(genesis: Genesis) -> dict[str, Any]:
     if backend == "extractive" or ping is None:
         return {"backend": backend}  # in-process: nothing to reach
     return {"backend": backend, **await ping()}
+
+
+async def _event_store(genesis: Genesis) -> dict[str, Any]:
+    store = await genesis.tracker.store()
+    await asyncio.to_thread(store.usage, since=time.time())  # one real (empty) query
+    stats = genesis.tracker.recorder.stats()
+    return {"queued": stats.queued, "dropped": stats.dropped, "failed": stats.failed}
 
 
 async def readiness(genesis: Genesis, checks: HealthChecks) -> dict[str, Any]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -47,10 +49,11 @@ from genesis.knowledge import (
     ScoredChunk,
     VectorStore,
 )
-from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend
+from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
 from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
+from genesis.rollout import LazyRolloutStore, Rollout, unit_for
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
@@ -74,6 +77,8 @@ class AskResult:
     request_id: str | None = None
     cost: Cost | None = None
     waterfall: dict[str, float] = field(default_factory=dict)
+    # Which model variant served, in which experiment, for which unit (genesis.rollout).
+    rollout: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +136,7 @@ class Genesis:
     router = _Part[HALORouter]()
     tracker = _Part[Tracker]()
     sessions = _Part[SessionStore]()
+    rollout = _Part[Rollout]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -235,12 +241,15 @@ class Genesis:
             embed_query_async=self.batcher.embed_query,
         )
         stack.push_async_callback(self.kb.aclose)
-        self.backend = build_backend(s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key)
+        self.backend = build_backend(
+            s.llm.backend, base_url=s.llm.base_url, api_key=s.llm.api_key, **replica_options(s.llm)
+        )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.sessions = self._build_sessions()
         stack.push_async_callback(self.sessions.aclose)
+        self.rollout = self._build_rollout(stack)
         self.router = HALORouter(
             cards_from_profiles(s.agents.values()),
             embed=self.embedder.embed_query,
@@ -353,8 +362,19 @@ class Genesis:
             max_retries=llm.max_retries,
             breaker_failures=llm.breaker_failures,
             breaker_reset_s=llm.breaker_reset_s,
+            breaker_failure_rate=llm.breaker_failure_rate,
+            breaker_window=llm.breaker_window,
             on_fallback=_on_fallback,
         )
+
+    def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
+        """The database opens on the first read (off the loop, by the state cache)."""
+        from genesis.rollout import open_rollout_store
+
+        store = LazyRolloutStore(functools.partial(open_rollout_store, self.settings))
+        stack.callback(store.close)
+        s = self.settings
+        return Rollout(s.rollout, s.agents, store, open_events=self.tracker.recorder.store)
 
     async def _build_agent(self, profile: AgentProfile) -> Agent:
         assembler = PromptAssembler(self.encoder, PromptTemplate(system=profile.system_prompt))
@@ -460,15 +480,20 @@ class Genesis:
         agent: str | None = None,
         collection: str | None = None,
         top_k: int | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
         history: Sequence[Turn] = (),
         options: AnswerOptions | None = None,
-        generate_for: Callable[[str], Generate | None] | None = None,
+        generate_for: Callable[[str, bool], Generate | None] | None = None,
     ) -> AskResult:
         """Route (unless ``agent`` is given) and answer through the token-cached pipeline.
 
         ``history`` is the conversation so far (oldest first), ``options`` the client's
-        generation settings, and ``generate_for(agent)`` may give the generator to use once
-        the agent is chosen (the streaming endpoint's).
+        generation settings, and ``generate_for(agent, finetuned)`` may give the generator to
+        use once the agent and its model variant are chosen (the streaming endpoint's).
+        The agent's rollout picks the variant for the unit: the user, else the session, else
+        this request (``request_id``, made up when not given).
 
         A question longer than half of the agent's context budget (in tokens of the prompt's
         tokenizer) is refused with :class:`PromptBudgetError` before anything is embedded.
@@ -478,13 +503,16 @@ class Genesis:
         await self.check_question(question, agent)
         decision = await self.router.route_async(question, agent=agent)
         route_ms = (time.perf_counter() - began) * 1000.0
+        unit = unit_for(user_id, session_id, request_id or uuid.uuid4().hex)
+        assignment = await self.rollout.assign(decision.agent, unit)
+        finetuned = assignment.variant == "finetuned"
         answer = await self.agent(decision.agent).answer(
             question,
             top_k=top_k,
             collection=collection,
             history=history,
             options=options,
-            generate=generate_for(decision.agent) if generate_for else None,
+            generate=(generate_for or self._generator)(decision.agent, finetuned),
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.
@@ -492,8 +520,20 @@ class Genesis:
         total = stages.pop("total") + route_ms
         answer.timings_ms = {"route": round(route_ms, 3), **stages, "total": round(total, 3)}
         return AskResult(
-            decision.agent, decision.method, decision.reason, decision.confidence, answer
+            decision.agent,
+            decision.method,
+            decision.reason,
+            decision.confidence,
+            answer,
+            rollout=assignment.as_dict(),
         )
+
+    def _generator(self, agent: str, finetuned: bool) -> Generate | None:
+        """The registry's generator for the chosen variant (None: the pipeline's own, as the
+        offline extractive backend has no models to choose between)."""
+        if self.settings.llm.backend == "extractive":
+            return None
+        return self.registry.generator(agent, use_finetuned=finetuned)
 
     async def check_question(self, question: str, agent: str | None = None) -> int:
         """The question's token count; PromptBudgetError when it cannot fit ``agent``'s

@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from genesis._cli_rollout import report as rollout_report
+from genesis._cli_rollout import rollout_app
 from genesis.errors import GenesisError
 
 if TYPE_CHECKING:  # the CLI imports these lazily: a warm `genesis ask` starts fast
@@ -37,6 +39,8 @@ cache_app = typer.Typer(help="Inspect, warm or clear the token cache.", no_args_
 app.add_typer(cache_app, name="cache")
 keys_app = typer.Typer(help="Make API keys and their digests for auth.keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(rollout_app, name="rollout")
+app.command("report")(rollout_report)
 
 out = Console()
 err = Console(stderr=True)

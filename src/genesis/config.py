@@ -41,6 +41,8 @@ __all__ = [
     "ModelPrice",
     "RateLimitSettings",
     "RedisSettings",
+    "RolloutGates",
+    "RolloutSettings",
     "RouterSettings",
     "Scope",
     "ServerSettings",
@@ -102,6 +104,16 @@ class KnowledgeSettings(_Model):
     demo_collections: bool = True
 
 
+class ReplicaSettings(_Model):
+    url: str = Field(max_length=2048)
+    weight: float = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, data: Any) -> Any:
+        return {"url": data} if isinstance(data, str) else data  # "- http://host:8000"
+
+
 class LLMSettings(_Model):
     backend: Literal["extractive", "completions", "chat"] = "extractive"
     base_url: str | None = None
@@ -111,8 +123,19 @@ class LLMSettings(_Model):
     attempt_timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
     max_context_tokens: int = Field(4096, ge=64)
-    breaker_failures: int = Field(3, ge=1)
+    # A model's breaker (per agent and model where agents share it) opens when at least
+    # breaker_failures requests are in its window of breaker_window and the share that failed
+    # reaches breaker_failure_rate; one verdict per request, not per retry.
+    breaker_failures: int = Field(10, ge=1)
     breaker_reset_s: float = Field(30.0, gt=0)
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    breaker_window: int = Field(20, ge=1, le=10_000)
+    # Several vLLM servers for the completions backend (instead of base_url); see llm/_replicas.
+    replicas: list[ReplicaSettings] = Field(default_factory=list, max_length=256)
+    replica_policy: Literal["prefix_affinity", "least_loaded", "round_robin"] | None = None
+    replica_load_factor: float = Field(1.25, ge=1)
+    replica_prefix_blocks: int = Field(8, ge=1, le=4096)
+    replica_max_tries: int = Field(3, ge=1, le=64)
 
 
 class ModelNames(_Model):
@@ -245,6 +268,51 @@ class StoreSettings(_Model):
     flush_interval_s: float = Field(0.5, gt=0, le=60)
 
 
+class RolloutGates(_Model):
+    """What a stage must show before the rollout moves on, and what rolls it back at once.
+    Rates are fractions (0.05 = 5 points); see docs/rollout-statistics.md."""
+
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # false alarms over all metrics and all looks
+    mde: float = Field(0.05, gt=0, lt=1)  # smallest success-rate difference worth detecting
+    power: float = Field(0.8, gt=0, lt=1)
+    min_samples: int = Field(200, ge=10)  # requests per variant in a stage before advancing
+    min_stage_minutes: float = Field(30.0, ge=0)
+    # advance when the fine-tuned model is shown better (superiority), or shown not worse
+    # than the baseline by more than ``mde`` (non_inferiority).
+    advance_on: Literal["superiority", "non_inferiority"] = "superiority"
+    p95_latency_tolerance: float = Field(0.10, ge=0)  # p95 may grow by 10% before it counts
+    fallback_tolerance: float = Field(0.02, ge=0)  # fallback rate may grow by 2 points
+    cost_budget_ratio: float = Field(1.5, gt=0)  # cost per request at most 1.5x the baseline
+    srm_p: float = Field(0.001, gt=0, lt=1)  # chi-square p below this: split broken, blocked
+    error_rate_ceiling: float = Field(0.10, gt=0, le=1)  # guardrail: rolls back at once
+    guardrail_min_samples: int = Field(50, ge=1)
+    look_every: int = Field(100, ge=10)  # tests see the data at every 100th request
+
+
+class RolloutSettings(_Model):
+    """Staged rollout of agents' fine-tuned models (genesis.rollout)."""
+
+    # HMAC key of the assignment hash. Production sets its own (GENESIS_ROLLOUT_SECRET): with
+    # the public default anyone can compute which users get which model.
+    secret: SecretStr = SecretStr("genesis-rollout-default-secret")
+    stages: list[float] = Field([10.0, 25.0, 50.0, 100.0], min_length=1)
+    # Percentage served by the fine-tuned model for an agent whose rollout never started.
+    default_percent: float = Field(100.0, ge=0, le=100)
+    cache_ttl_s: float = Field(2.0, ge=0, le=60)  # replicas agree within this
+    forced_users: dict[str, Literal["finetuned", "baseline"]] = {}
+    gates: RolloutGates = RolloutGates()
+    auto: bool = False  # the server advances and rolls back on its own
+    auto_interval_s: float = Field(300.0, ge=1)
+    lock_ttl_s: float = Field(120.0, ge=1)
+
+    @field_validator("stages")
+    @classmethod
+    def _rising(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 100 for v in value) or value != sorted(set(value)):
+            raise ValueError(f"stages must rise strictly within (0, 100], got {value}")
+        return value
+
+
 class ModelPrice(_Model):
     """US dollars per million tokens of one model. ``cached_input_per_1m`` (optional) prices
     the prompt tokens that were served from the token cache (the stable prefix a provider's
@@ -272,6 +340,7 @@ class ObservabilitySettings(_Model):
     # OpenTelemetry traces (a span per stage) go to this OTLP/HTTP endpoint; None: off.
     otlp_endpoint: str | None = None
     service_name: str = Field("genesis", min_length=1, max_length=64)
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)  # share of requests traced
     health_timeout_s: float = Field(2.0, gt=0, le=60)  # per dependency in /health/ready
     agent_check_timeout_s: float = Field(15.0, gt=0, le=300)  # /health/agents/{agent}
     # A real agent check costs a model call: at most one per agent per interval and process;
@@ -302,6 +371,7 @@ class Settings(_Model):
     pricing: dict[str, ModelPrice] = {}  # model name -> price; unknown models cost 0 (logged)
     sessions: SessionSettings = SessionSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    rollout: RolloutSettings = RolloutSettings()
     budgets: BudgetSettings = BudgetSettings()
     agents: dict[str, AgentProfile] = {}
 

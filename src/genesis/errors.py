@@ -30,6 +30,7 @@ Every error Genesis raises on purpose derives from :class:`GenesisError`; vendor
     │   ├── UnknownAgentError
     │   └── SandboxError
     ├── PromptBudgetError
+    ├── RolloutError
     ├── ExecutorClosedError
     ├── NotWarmedUpError
     ├── SessionError
@@ -70,6 +71,7 @@ __all__ = [
     "RateLimitExceededError",
     "RequestTooLargeError",
     "RetrievalError",
+    "RolloutError",
     "SandboxError",
     "SegmentBoundaryError",
     "ServiceError",
@@ -210,6 +212,12 @@ class ExecutorClosedError(GenesisError):
 
 class NotWarmedUpError(GenesisError):
     """A component of :class:`genesis.app.Genesis` was used before ``await warm_up()``."""
+
+
+class RolloutError(GenesisError):
+    """A rollout command that cannot apply (no fine-tuned model, a bad percentage or state)."""
+
+    status_code = 409
 
 
 class SessionError(GenesisError):

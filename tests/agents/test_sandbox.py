@@ -322,7 +322,10 @@ async def test_no_process_outlives_the_run(hangs: bool) -> None:
     tests = SPAWNS_A_DAEMON.replace("{marker}", marker)
     if hangs:
         tests += "\n\ndef test_zz_hangs():\n    time.sleep(60)\n"
-    result = await run_tests_async("x = 1\n", tests, limits=FAST)
+    # The run that ends gets time to spare (a loaded 2-core machine starts pytest slowly); the
+    # one that hangs is stopped by the 2 s limit.
+    limits = FAST if hangs else SandboxLimits(timeout_s=30.0, memory_mb=256)
+    result = await run_tests_async("x = 1\n", tests, limits=limits)
     assert result.passed == 1, result.output  # the daemon was running
     assert result.timed_out is hangs
     assert _processes_with(marker) == []

@@ -21,8 +21,9 @@ from genesis.llm import (
     Message,
     ModelRegistry,
     ModelRoute,
+    StreamDelta,
+    StreamingBackend,
 )
-from genesis.llm._stream import StreamDelta, StreamingBackend
 from genesis.testing.fake_openai import FakeOpenAIServer
 from genesis.tokens import HFTokenizer
 

@@ -74,7 +74,7 @@ def test_liveness_and_readiness_report_each_dependency_and_degrade_without_redis
         report = healthy.json()
         assert report["status"] == "ok"
         checks = report["checks"]
-        assert {"knowledge", "token_cache", "llm"} <= set(checks)
+        assert {"knowledge", "token_cache", "llm", "event_store"} <= set(checks)
         for check in checks.values():
             assert check["state"] == "ok" and check["latency_ms"] >= 0
         assert checks["knowledge"]["critical"] and not checks["token_cache"]["critical"]

@@ -586,7 +586,9 @@ class KnowledgeBase:
         store with a ``health_check`` runs it, any other lists its collections (a round trip
         to a Qdrant server). Raises :class:`RetrievalError` when either is gone.
         """
-        counts = await run_cpu(_catalog_counts, self._root / "catalog.sqlite")
+        # A thread of its own, not the CPU executor: a saturated executor must not make the
+        # store look down (and pull a busy replica out of its load balancer).
+        counts = await asyncio.to_thread(_catalog_counts, self._root / "catalog.sqlite")
         if isinstance(self._store, _HealthChecked):
             await self._store.health_check()
         else:

@@ -11,6 +11,7 @@ lock per store, so searches from several executor threads never see a half-appli
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import logging
@@ -286,7 +287,7 @@ class EmbeddedVectorStore:
     async def health_check(self) -> None:
         """Raise :class:`VectorStoreError` when the store's file is gone or unreadable
         (opened afresh, read-only: the open connection would read a deleted file)."""
-        await run_cpu(self._check_file)
+        await asyncio.to_thread(self._check_file)  # not the CPU executor: it may be saturated
 
     def _check_file(self) -> None:
         path = self._dir / "vectors.sqlite"

@@ -1,11 +1,30 @@
 """LLM backends (vLLM token-ID completions, chat API, offline extractive) and the model
 registry with retries, circuit breakers and fine-tuned -> baseline fallback."""
 
-from genesis._breaker import BreakerState, KeyedCircuitBreaker
+from genesis._breaker import (
+    BreakerState,
+    KeyedCircuitBreaker,
+    KeyedRateBreaker,
+    RateCircuitBreaker,
+)
+from genesis.llm._blocks import BLOCK_SIZE, block_hashes
 from genesis.llm._extractive import ExtractiveBackend
-from genesis.llm._factory import BackendKind, build_backend
+from genesis.llm._factory import BackendKind, build_backend, replica_options
 from genesis.llm._openai import ChatBackend, CompletionsBackend
-from genesis.llm._registry import ModelRegistry, ModelRoute, RegistryResult, reason_code
+from genesis.llm._registry import (
+    KeyedBreaker,
+    ModelRegistry,
+    ModelRoute,
+    RegistryResult,
+    reason_code,
+)
+from genesis.llm._replicas import (
+    Policy,
+    ReplicaRouter,
+    ReplicaSpec,
+    ReplicatedCompletionsBackend,
+)
+from genesis.llm._stream import OpenedStream, StreamDelta, StreamingBackend
 from genesis.llm._types import (
     Citation,
     Generation,
@@ -16,6 +35,7 @@ from genesis.llm._types import (
 )
 
 __all__ = [
+    "BLOCK_SIZE",
     "BackendKind",
     "BreakerState",
     "ChatBackend",
@@ -24,13 +44,25 @@ __all__ = [
     "ExtractiveBackend",
     "Generation",
     "GenerationRequest",
+    "KeyedBreaker",
     "KeyedCircuitBreaker",
+    "KeyedRateBreaker",
     "LLMBackend",
     "Message",
     "ModelRegistry",
     "ModelRoute",
+    "OpenedStream",
+    "Policy",
+    "RateCircuitBreaker",
     "RegistryResult",
+    "ReplicaRouter",
+    "ReplicaSpec",
+    "ReplicatedCompletionsBackend",
+    "StreamDelta",
+    "StreamingBackend",
     "Usage",
+    "block_hashes",
     "build_backend",
     "reason_code",
+    "replica_options",
 ]

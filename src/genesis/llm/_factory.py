@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
 
+from genesis.config import LLMSettings
 from genesis.errors import ConfigError
 from genesis.llm._extractive import ExtractiveBackend
 from genesis.llm._openai import ChatBackend, CompletionsBackend
+from genesis.llm._replicas import ReplicaSpec, ReplicatedCompletionsBackend
 from genesis.llm._types import LLMBackend
 
 BackendKind = Literal["extractive", "completions", "chat"]
@@ -21,8 +24,20 @@ def build_backend(
     base_url: str | None = None,
     api_key: SecretStr | str | None = None,
     client: httpx.AsyncClient | None = None,
+    replicas: Sequence[ReplicaSpec] = (),
+    **replica_options: Any,
 ) -> LLMBackend:
-    """``"extractive"`` needs nothing; ``"completions"`` and ``"chat"`` need ``base_url``."""
+    """``"extractive"`` needs nothing; ``"completions"`` and ``"chat"`` need ``base_url``,
+    except that ``"completions"`` may name ``replicas`` instead (then ``replica_options`` go
+    to :class:`ReplicatedCompletionsBackend`)."""
+    if kind == "completions" and replicas:
+        if base_url:
+            raise ConfigError("llm.base_url and llm.replicas are both set; keep one")
+        return ReplicatedCompletionsBackend(
+            replicas, api_key=api_key, client=client, **replica_options
+        )
+    if replicas and kind != "completions":
+        raise ConfigError(f"llm.replicas needs the completions backend, not {kind!r}")
     if kind == "extractive":
         return ExtractiveBackend()
     if kind not in ("completions", "chat"):
@@ -33,3 +48,16 @@ def build_backend(
         raise ConfigError(f"llm.base_url is required for the {kind!r} backend")
     cls = CompletionsBackend if kind == "completions" else ChatBackend
     return cls(base_url, api_key=api_key, client=client)
+
+
+def replica_options(llm: LLMSettings) -> dict[str, Any]:
+    """``build_backend`` keywords for ``llm.replicas`` (empty when none are configured)."""
+    if not llm.replicas:
+        return {}
+    return {
+        "replicas": [ReplicaSpec(r.url, r.weight) for r in llm.replicas],
+        "policy": llm.replica_policy,
+        "load_factor": llm.replica_load_factor,
+        "prefix_blocks": llm.replica_prefix_blocks,
+        "max_tries": llm.replica_max_tries,
+    }

@@ -4,8 +4,11 @@ One call walks ``[fine-tuned, baseline]``. Each model gets retries with exponent
 and jitter (tenacity ``AsyncRetrying``) for retryable errors only (timeout, 429, 5xx), every
 attempt bounded by ``attempt_timeout_s`` and everything by ``total_budget_s``: the stop rule
 refuses a retry whose backoff would end past the deadline, and each attempt's timeout is cut
-to the time left. A per-model circuit breaker skips a model that keeps failing. When the
-fine-tuned model fails, part of the budget is still left for the baseline (``_reserve``).
+to the time left. A circuit breaker per model (per agent and model where several agents share
+the model) skips a model that keeps failing; it judges the failure *rate* of whole requests
+over a sliding window (one verdict per request on a model, not one per retry), so a flaky model
+that retries rescue stays in service while a dead one is skipped. When the fine-tuned model
+fails, part of the budget is still left for the baseline (``_reserve``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from genesis._breaker import KeyedCircuitBreaker
+from genesis._breaker import KeyedRateBreaker
 from genesis._redact import redact_excerpt
 from genesis._sync import run_blocking
 from genesis.errors import (
@@ -47,6 +50,20 @@ _REASON_CHARS = 300
 
 FallbackHook = Callable[[str, str, str, str], None]
 T = TypeVar("T")
+
+
+class KeyedBreaker(Protocol):
+    """What the registry needs of a breaker: one circuit per key, one verdict per request."""
+
+    def state(self, key: str) -> str: ...
+
+    def allow(self, key: str) -> bool: ...
+
+    def release_probe(self, key: str) -> None: ...
+
+    def record_success(self, key: str) -> None: ...
+
+    def record_failure(self, key: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +121,11 @@ class ModelRegistry:
         backoff_base_s: float = 0.2,
         backoff_max_s: float = 2.0,
         backoff_jitter_s: float = 0.1,
-        breaker_failures: int = 3,
+        breaker_failures: int = 10,
         breaker_reset_s: float = 30.0,
-        breaker: KeyedCircuitBreaker | None = None,
+        breaker_failure_rate: float = 0.5,
+        breaker_window: int = 20,
+        breaker: KeyedBreaker | None = None,
         on_fallback: FallbackHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -119,9 +138,15 @@ class ModelRegistry:
         self._attempt_timeout = attempt_timeout_s
         self._max_retries = max_retries
         self._wait = exponential_jitter(backoff_base_s, backoff_max_s, backoff_jitter_s, rng)
-        self._breaker = breaker or KeyedCircuitBreaker(
-            breaker_failures, breaker_reset_s, clock=clock
+        # breaker_failures: the fewest request verdicts in the window before the rate counts.
+        self._breaker: KeyedBreaker = breaker or KeyedRateBreaker(
+            breaker_failure_rate,
+            max(breaker_window, breaker_failures),
+            breaker_failures,
+            breaker_reset_s,
+            clock=clock,
         )
+        self._breaker_keys = _breaker_keys(self._routes)
         self._on_fallback = on_fallback
         self._clock = clock
         self._sleep = sleep
@@ -132,8 +157,13 @@ class ModelRegistry:
         return sorted(self._routes)
 
     @property
-    def breaker(self) -> KeyedCircuitBreaker:
+    def breaker(self) -> KeyedBreaker:
         return self._breaker
+
+    def breaker_key(self, agent: str, model: str) -> str:
+        """``model``, or ``agent:model`` when several agents share ``model``: one agent's
+        failing requests must not open a shared baseline for every agent."""
+        return self._breaker_keys.get((agent, model), model)
 
     @property
     def backend(self) -> LLMBackend:
@@ -272,7 +302,7 @@ class ModelRegistry:
             last = index == len(models) - 1
             try:
                 result = await self._serve(
-                    model, request, self._phase_end(deadline, last), tally, call
+                    agent, model, request, self._phase_end(deadline, last), tally, call
                 )
             except LLMError as exc:
                 if not use_fallback:
@@ -317,6 +347,35 @@ class ModelRegistry:
 
     async def _serve(
         self,
+        agent: str,
+        model: str,
+        request: GenerationRequest,
+        deadline: float,
+        tally: _Tally,
+        call: Callable[[GenerationRequest], Awaitable[T]],
+    ) -> T:
+        """One model, with retries; the breaker hears one verdict for the whole request."""
+        key = self.breaker_key(agent, model)
+        if not self._breaker.allow(key):
+            raise CircuitOpenError(f"circuit breaker for model {model!r} is open; not called")
+        try:
+            result = await self._retried(model, request, deadline, tally, call)
+        except RETRYABLE:
+            self._breaker.record_failure(key)
+            raise
+        except LLMBadRequestError:
+            # The model answered (it refused this request): it is up, so a half-open probe
+            # must not be lost.
+            self._breaker.record_success(key)
+            raise
+        except BaseException:  # cancelled: no verdict
+            self._breaker.release_probe(key)
+            raise
+        self._breaker.record_success(key)
+        return result
+
+    async def _retried(
+        self,
         model: str,
         request: GenerationRequest,
         deadline: float,
@@ -355,25 +414,13 @@ class ModelRegistry:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise LLMTimeoutError(f"time budget spent before model {model!r} could be called")
-        if not self._breaker.allow(model):
-            raise CircuitOpenError(f"circuit breaker for model {model!r} is open; not called")
         tally.attempts += 1
         timeout = min(self._attempt_timeout, remaining)
         try:
             async with asyncio.timeout(timeout + _GRACE_S):
                 result = await call(replace(request, model=model, timeout_s=timeout))
         except TimeoutError as exc:
-            self._breaker.record_failure(model)
             raise LLMTimeoutError(f"model {model!r} gave no answer within {timeout:.2f}s") from exc
-        except RETRYABLE:
-            self._breaker.record_failure(model)
-            raise
-        except LLMBadRequestError:
-            # The model answered (it refused this request): it is up, so a half-open probe
-            # must not be lost.
-            self._breaker.record_success(model)
-            raise
-        self._breaker.record_success(model)
         return result
 
     def _fell_back(self, agent: str, from_model: str, to_model: str, exc: LLMError) -> None:
@@ -445,6 +492,19 @@ def _chat_request(messages: Sequence[Message], gen_kwargs: dict[str, Any]) -> Ge
         return GenerationRequest(model="", messages=list(messages), **options)
     except TypeError as exc:
         raise TypeError(f"unknown generation option in {sorted(gen_kwargs)}: {exc}") from exc
+
+
+def _breaker_keys(routes: Mapping[str, ModelRoute]) -> dict[tuple[str, str], str]:
+    users: dict[str, set[str]] = {}
+    for agent, route in routes.items():
+        for model in (route.finetuned, route.baseline):
+            if model:
+                users.setdefault(model, set()).add(agent)
+    return {
+        (agent, model): f"{agent}:{model}" if len(agents) > 1 else model
+        for model, agents in users.items()
+        for agent in agents
+    }
 
 
 def _all_failed(agent: str, errors: dict[str, str]) -> AllModelsFailedError:

@@ -27,6 +27,9 @@ the alerts and the dashboard in ``deploy/`` read:
 ``genesis_model_calls_saved_total``         counter {agent}
 ``genesis_event_loop_lag_seconds``          histogram; ``..._max_seconds`` gauge
 ``genesis_process_up``                      gauge {pid} per live worker
+``genesis_rollout_percent``                 gauge {agent}: units on the fine-tuned model
+``genesis_rollout_stage``                   gauge {agent}: stage index, -1 off-plan
+``genesis_rollout_verdict``                 gauge {agent, verdict}: 1 for the latest
 ``genesis_cost_budget_usd``                 gauge {period}: ``hour``/``day`` from budgets.*
 ==========================================  ==========================================
 
@@ -44,8 +47,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # Imported when metrics are enabled (the server), not by every CLI call: ~80 ms here.
@@ -96,7 +99,13 @@ class _Metrics:
     loop_lag_max: Gauge
     loop_stalled: Counter
     process_up: Gauge
+    rollout_percent: Gauge
+    rollout_stage: Gauge
+    rollout_verdict: Gauge
     budget: Gauge
+    # Label children by (metric, values): prometheus_client's labels() validates and locks
+    # on every call (~2-5 us each, a dozen per request); the values are bounded (see above).
+    children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
 
 
 _metrics: _Metrics | None = None
@@ -207,6 +216,28 @@ def _build(reg: CollectorRegistry) -> _Metrics:
             registry=reg,
             multiprocess_mode="liveall",
         ),
+        # Rollout state: every worker reads the same database, so the latest value wins.
+        rollout_percent=Gauge(
+            "genesis_rollout_percent",
+            "Percent of units on the fine-tuned model",
+            ["agent"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        ),
+        rollout_stage=Gauge(
+            "genesis_rollout_stage",
+            "Rollout stage index (-1: not on a configured stage)",
+            ["agent"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        ),
+        rollout_verdict=Gauge(
+            "genesis_rollout_verdict",
+            "1 for the latest verdict of the rollout gates",
+            ["agent", "verdict"],
+            registry=reg,
+            multiprocess_mode="mostrecent",
+        ),
         # From configuration (budgets.*): the cost-burn alerts compare spend against it.
         budget=Gauge(
             "genesis_cost_budget_usd",
@@ -296,13 +327,22 @@ def forget_this_process() -> None:
         mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]
 
 
+def _child(metric: Any, *values: str) -> Any:
+    assert _metrics is not None
+    key = (id(metric), values)
+    child = _metrics.children.get(key)
+    if child is None:
+        child = _metrics.children[key] = metric.labels(*values)
+    return child
+
+
 def record_budgets(per_hour_usd: float | None, per_day_usd: float | None) -> None:
     """Export the configured cost budgets (a period without one exports nothing, so its
     alert never fires)."""
     if _metrics is not None:
         for period, usd in (("hour", per_hour_usd), ("day", per_day_usd)):
             if usd is not None:
-                _metrics.budget.labels(period).set(usd)
+                _child(_metrics.budget, period).set(usd)
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -314,8 +354,8 @@ def record_request(
     """One finished request; ``outcome`` is a short code word (``ok``, ``error``, ...)."""
     if _metrics is not None:
         labels = (agent_label(agent), model_label(model), variant_label(variant), outcome)
-        _metrics.requests.labels(*labels).inc()
-        _metrics.request_seconds.labels(*labels).observe(seconds)
+        _child(_metrics.requests, *labels).inc()
+        _child(_metrics.request_seconds, *labels).observe(seconds)
 
 
 def record_tokens(
@@ -325,7 +365,7 @@ def record_tokens(
     if _metrics is not None:
         a, m = agent_label(agent), model_label(model)
         for kind, n in (("prompt", prompt), ("cached", cached), ("completion", completion)):
-            _metrics.tokens.labels(a, m, kind).inc(max(n, 0))
+            _child(_metrics.tokens, a, m, kind).inc(max(n, 0))
 
 
 def record_prompt_tokens(agent: str, total: int, cached: int) -> None:
@@ -335,7 +375,7 @@ def record_prompt_tokens(agent: str, total: int, cached: int) -> None:
 
 def record_cost(agent: str | None, model: str | None, usd: float) -> None:
     if _metrics is not None and usd > 0:
-        _metrics.cost.labels(agent_label(agent), model_label(model)).inc(usd)
+        _child(_metrics.cost, agent_label(agent), model_label(model)).inc(usd)
 
 
 def record_stages(stages: Mapping[str, float]) -> None:
@@ -344,16 +384,16 @@ def record_stages(stages: Mapping[str, float]) -> None:
     if _metrics is not None:
         for name, ms in stages.items():
             if name != "total":
-                _metrics.stage_seconds.labels(name).observe(ms / 1000.0)
+                _child(_metrics.stage_seconds, name).observe(ms / 1000.0)
 
 
 def record_abstained(agent: str | None, saved_call: bool) -> None:
     """The agent abstained; ``saved_call`` when that spared a model call."""
     if _metrics is not None:
         a = agent_label(agent)
-        _metrics.abstentions.labels(a).inc()
+        _child(_metrics.abstentions, a).inc()
         if saved_call:
-            _metrics.saved_calls.labels(a).inc()
+            _child(_metrics.saved_calls, a).inc()
 
 
 # -- cache, models, breakers, Redis, queues ----------------------------------------------
@@ -361,7 +401,7 @@ def record_abstained(agent: str | None, saved_call: bool) -> None:
 
 def record_cache_lookup(tier: str, hit: bool, n: int = 1) -> None:
     if _metrics is not None and n > 0:
-        _metrics.cache_lookups.labels(tier, "hit" if hit else "miss").inc(n)
+        _child(_metrics.cache_lookups, tier, "hit" if hit else "miss").inc(n)
 
 
 def record_cache_lookups(tiers: Iterable[str]) -> None:
@@ -381,39 +421,42 @@ def record_fallback(agent: str, from_model: str, to_model: str, reason: str) -> 
     # The reason is the series' identity; models are in the request counter's labels.
     del from_model, to_model
     if _metrics is not None:
-        _metrics.fallbacks.labels(agent_label(agent), reason).inc()
+        _child(_metrics.fallbacks, agent_label(agent), reason).inc()
 
 
 def _circuit_label(name: str) -> str:
-    # Per-model circuits are named by the model id: only configured ones become labels.
-    return name if name.startswith(_CACHE_CIRCUIT_PREFIX) else model_label(name)
+    # Per-model circuits are named by the model id (or "agent:model" where agents share the
+    # model): only configured models become labels. Replica circuits are "replica-<index>".
+    if name.startswith((_CACHE_CIRCUIT_PREFIX, "replica-")):
+        return name
+    return model_label(name.rpartition(":")[2])
 
 
 def record_breaker_state(name: str, state: str) -> None:
     """A circuit's state now: ``closed``, ``half_open`` or ``open``."""
     if _metrics is not None:
-        _metrics.breaker_state.labels(_circuit_label(name)).set(BREAKER_STATES[state])
+        _child(_metrics.breaker_state, _circuit_label(name)).set(BREAKER_STATES[state])
 
 
 def record_breaker_opened(name: str) -> None:
     if _metrics is not None:
-        _metrics.breaker_opened.labels(_circuit_label(name)).inc()
+        _child(_metrics.breaker_opened, _circuit_label(name)).inc()
         record_breaker_state(name, "open")
 
 
 def record_redis_latency(op: str, seconds: float) -> None:
     if _metrics is not None:
-        _metrics.redis_seconds.labels(op).observe(seconds)
+        _child(_metrics.redis_seconds, op).observe(seconds)
 
 
 def record_queue(name: str, depth: int) -> None:
     if _metrics is not None:
-        _metrics.queue_depth.labels(name).set(depth)
+        _child(_metrics.queue_depth, name).set(depth)
 
 
 def record_queue_dropped(name: str, n: int = 1) -> None:
     if _metrics is not None:
-        _metrics.queue_dropped.labels(name).inc(n)
+        _child(_metrics.queue_dropped, name).inc(n)
 
 
 # -- the event loop ----------------------------------------------------------------------
@@ -426,11 +469,28 @@ def record_loop_lag(lag_ms: float) -> None:
 
 def record_loop_stall(running_s: float, runqueue_s: float, other_s: float) -> None:
     if _metrics is not None:
-        _metrics.loop_stalled.labels("running").inc(running_s)
-        _metrics.loop_stalled.labels("runqueue").inc(runqueue_s)
-        _metrics.loop_stalled.labels("other").inc(other_s)
+        _child(_metrics.loop_stalled, "running").inc(running_s)
+        _child(_metrics.loop_stalled, "runqueue").inc(runqueue_s)
+        _child(_metrics.loop_stalled, "other").inc(other_s)
 
 
 def record_loop_lag_max(max_ms: float) -> None:
     if _metrics is not None:
         _metrics.loop_lag_max.set(max_ms / 1000.0)
+
+
+_VERDICTS = ("wait", "advance", "rollback", "blocked")
+
+
+def record_rollout_state(agent: str, percent: float, stage: int) -> None:
+    if _metrics is not None:
+        name = agent_label(agent)
+        _metrics.rollout_percent.labels(name).set(percent)
+        _metrics.rollout_stage.labels(name).set(stage)
+
+
+def record_rollout_verdict(agent: str, verdict: str) -> None:
+    if _metrics is not None:
+        name = agent_label(agent)
+        for kind in _VERDICTS:
+            _metrics.rollout_verdict.labels(name, kind).set(1 if kind == verdict else 0)

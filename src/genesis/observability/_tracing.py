@@ -32,8 +32,9 @@ def traces_url(endpoint: str) -> str:
     return base if base.endswith(_TRACES_PATH) else base + _TRACES_PATH
 
 
-def enable_tracing(endpoint: str, service_name: str = "genesis") -> None:
-    """Export spans to the OTLP/HTTP ``endpoint`` (idempotent)."""
+def enable_tracing(endpoint: str, service_name: str = "genesis", sample_ratio: float = 1.0) -> None:
+    """Export spans of ``sample_ratio`` of the requests to the OTLP/HTTP ``endpoint``
+    (idempotent). An unsampled request's spans are not recorded (cheap)."""
     global _provider, _tracer
     if _provider is not None:
         return
@@ -41,8 +42,12 @@ def enable_tracing(endpoint: str, service_name: str = "genesis") -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint))))
     _provider, _tracer = provider, provider.get_tracer("genesis")
     logger.info("tracing: OTLP/HTTP spans to %s", traces_url(endpoint))
@@ -80,6 +85,8 @@ def record_trace(
 
     attributes = {"genesis.agent": agent, "genesis.model": model, "genesis.outcome": outcome}
     span = tracer.start_span(name, start_time=start_ns, attributes=attributes)
+    if not span.is_recording():
+        return  # not sampled: its stages would not be either
     context = trace.set_span_in_context(span)
     at = start_ns
     for stage, ms in stages_ms.items():

@@ -31,6 +31,7 @@ from genesis.observability import (
     shutdown_tracing,
     tracing_enabled,
 )
+from genesis.rollout import run_auto
 from genesis.server._auth import AccessControl, requires
 from genesis.server._errors import ERROR_RESPONSES, add_error_handlers, status_for
 from genesis.server._health import add_agent_check_route, add_probe_routes
@@ -52,6 +53,7 @@ from genesis.server._models import (
     SearchHit,
 )
 from genesis.server._openai_compat import add_openai_routes
+from genesis.server._rollout import add_rollout_routes, rollout_headers
 from genesis.server._sessions import Conversation, add_session_routes, owner_of
 from genesis.server._tracking import (
     TrackingMiddleware,
@@ -84,7 +86,8 @@ def create_app(genesis: Genesis) -> FastAPI:
             budgets = genesis.settings.budgets
             record_budgets(budgets.cost_per_hour_usd, budgets.cost_per_day_usd)
         if obs.otlp_endpoint:
-            enable_tracing(obs.otlp_endpoint, obs.service_name)
+            enable_tracing(obs.otlp_endpoint, obs.service_name, obs.trace_sample_ratio)
+        auto: asyncio.Task[None] | None = None
         try:
             await genesis.warm_up()
             await genesis.ensure_demo(progress=None)
@@ -94,8 +97,11 @@ def create_app(genesis: Genesis) -> FastAPI:
             # here: one gen-2 pass over the ~100k start-up objects stalled the loop 73 ms).
             gc.collect()
             gc.freeze()
+            auto = _start_rollout_auto(genesis)
             yield
         finally:
+            if auto is not None:
+                auto.cancel()
             await access.aclose()
             await genesis.aclose()
             if tracing_enabled():
@@ -122,6 +128,14 @@ def create_app(genesis: Genesis) -> FastAPI:
     # Outermost: the request id and the waterfall's clock start before anything else runs.
     app.add_middleware(TrackingMiddleware)
     return app
+
+
+def _start_rollout_auto(genesis: Genesis) -> asyncio.Task[None] | None:
+    """The automatic rollout mode, when configured (one replica at a time acts: a lock)."""
+    settings = genesis.settings.rollout
+    if not settings.auto:
+        return None
+    return asyncio.create_task(run_auto(genesis.rollout, settings.auto_interval_s))
 
 
 def _add_routes(app: FastAPI, genesis: Genesis) -> None:
@@ -207,6 +221,8 @@ def _add_run_routes(app: APIRouter, genesis: Genesis) -> None:
 
 
 def _add_admin_routes(app: APIRouter, genesis: Genesis) -> None:
+    add_rollout_routes(app, genesis)
+
     @app.get("/admin/cache/stats")
     async def cache_stats() -> CacheStatsResponse:
         return CacheStatsResponse.model_validate(await genesis.cache_stats())
@@ -232,11 +248,12 @@ async def _answer(
     keyword options (history, generation options)."""
     begin, begin_ns = time.perf_counter(), time.time_ns()
     # Metric labels: the recorder keeps only configured agent and model names.
-    outcome, name, model = "error", agent, None
+    outcome, name, model, variant = "error", agent, None, None
     stages: dict[str, float] = {}
     try:
         result = await genesis.ask(question, agent=agent, top_k=top_k, **options)
         outcome, name, model = "ok", result.agent, result.answer.model
+        variant = result.rollout["variant"] if result.rollout else None
         stages = result.answer.timings_ms
         usage = result.answer.usage
         record_tokens(
@@ -244,12 +261,15 @@ async def _answer(
         )
         track_answer(genesis, result, session_id)  # its cost and event (queued, not written)
         return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"  # the client went away: not an error of the service
+        raise
     except Exception as exc:
         outcome = _outcome(exc)
         track_failure(genesis, name, exc, session_id)
         raise
     finally:
-        record_request(name, model, None, outcome, time.perf_counter() - begin)
+        record_request(name, model, variant, outcome, time.perf_counter() - begin)
         if tracing_enabled():
             _trace(begin_ns, stages, name, model, outcome)
 
@@ -261,11 +281,19 @@ async def _session_answer(
     with request_stage("session_read"):
         chat = await Conversation.open(genesis.sessions, owner_of(request), body.session_id)
     result = await _answer(
-        genesis, body.question, agent, body.top_k, body.session_id, history=chat.history
+        genesis,
+        body.question,
+        agent,
+        body.top_k,
+        body.session_id,
+        history=chat.history,
+        user_id=body.user,
     )
     with request_stage("session_write"):
         await chat.record(body.question, result.answer.answer, result.agent)
-    return respond(result, result.answer.timings_ms)
+    response = respond(result, result.answer.timings_ms)
+    rollout_headers(response, result.rollout)
+    return response
 
 
 def _trace(
@@ -293,4 +321,4 @@ def _label_names(genesis: Genesis) -> dict[str, set[str]]:
     models = {s.llm.default_model, "extractive"}
     for profile in s.agents.values():
         models.update(m for m in (profile.models.finetuned, profile.models.baseline) if m)
-    return {"agents": set(s.agents), "models": models}
+    return {"agents": set(s.agents), "models": models, "variants": {"finetuned", "baseline"}}

@@ -45,12 +45,15 @@ class AskBody(_Body):
     question: Question
     agent: Name | None = None
     top_k: TopK | None = None
+    # The rollout's unit: the user, else the session, else the request (genesis.rollout).
+    user: Name | None = None
     session_id: SessionId | None = None
 
 
 class QueryBody(_Body):
     question: Question
     top_k: TopK | None = None
+    user: Name | None = None
     session_id: SessionId | None = None
 
 
@@ -186,3 +189,8 @@ class CacheStatsResponse(BaseModel):
     misses: int
     breaker_state: str
     breaker_opened: int
+
+
+class RolloutSetBody(_Body):
+    percent: Annotated[float, Field(ge=0, le=100)]
+    why: Annotated[str, Field(max_length=500)] = "set over the API"

@@ -46,13 +46,13 @@ from pydantic import (
 from genesis.agents import AnswerOptions
 from genesis.app import AskResult
 from genesis.errors import GenesisError, UnknownAgentError
-from genesis.llm import Generation, GenerationRequest, Usage
-from genesis.llm._stream import OpenedStream, StreamDelta
+from genesis.llm import Generation, GenerationRequest, OpenedStream, StreamDelta, Usage
 from genesis.memory import SESSION_ID_PATTERN
 from genesis.observability import request_stage
 from genesis.rag import Generate, RAGUsage, Turn, turns_from_messages
 from genesis.server._errors import short
 from genesis.server._models import MAX_MESSAGE_CHARS, MAX_MESSAGES, ChatCompletion, Name
+from genesis.server._rollout import rollout_headers
 from genesis.server._sessions import Conversation, owner_of
 from genesis.server._sse import DONE, MEDIA_TYPE, STREAM_HEADERS, ChunkWriter, error_event
 from genesis.server._tracking import (
@@ -244,12 +244,14 @@ class _StreamStart:
         self._genesis = genesis
         self.opened: OpenedStream | None = None
 
-    def generator_for(self, agent: str) -> Generate | None:
+    def generator_for(self, agent: str, finetuned: bool = True) -> Generate | None:
         if self._genesis.settings.llm.backend == "extractive":
             return None  # the pipeline's own: the whole answer, sent as one chunk
 
         async def generate(request: GenerationRequest) -> Generation:
-            self.opened = await self._genesis.registry.open_stream(agent, request)
+            self.opened = await self._genesis.registry.open_stream(
+                agent, request, use_finetuned=finetuned
+            )
             first = self.opened.first
             prompt = len(request.prompt_ids) if request.prompt_ids is not None else 0
             return Generation(
@@ -318,6 +320,7 @@ async def _chat(
             agent,
             None,
             conversation.session_id,
+            user_id=body.user,  # the rollout's unit
             history=history,
             options=options,
             generate_for=start.generator_for if start else None,
@@ -326,7 +329,9 @@ async def _chat(
         with request_stage("session_write"):
             await conversation.record(turn.question, result.answer.answer, result.agent)
         # The waterfall goes into the `genesis` extension (the last field, depth 2).
-        return respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
+        done = respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
+        rollout_headers(done, result.rollout)
+        return done
     timing = stream_server_timing(result.answer.timings_ms)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tracked = _Tracked(genesis, pending[0] if pending else None)
@@ -334,7 +339,9 @@ async def _chat(
         body.model, result, start.opened, conversation, turn.question, include_usage, tracked
     )
     headers = {**STREAM_HEADERS, "Server-Timing": timing}
-    return StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
+    streamed = StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
+    rollout_headers(streamed, result.rollout)
+    return streamed
 
 
 def _options(genesis: Genesis, body: ChatBody) -> AnswerOptions:

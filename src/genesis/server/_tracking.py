@@ -42,6 +42,7 @@ from genesis.observability import (
 )
 from genesis.server._auth import Principal
 from genesis.server._errors import error_response
+from genesis.server._rollout import event_fields, failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
@@ -197,8 +198,11 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         tiers = answer.cache_tiers
         facts = current_request_facts()
         fallback = facts.fallback_reason if facts else None
-        # The rollout's assignment, where the rollout work puts it on the result.
-        rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
+        # The rollout's experiment, variant and unit kind; the fallback as the registry saw
+        # it (with its reason) wins over the rollout's inference from the model name.
+        fields = event_fields(genesis, result)
+        if fallback is not None:
+            fields.update(fallback=True, fallback_reason=fallback)
         event = RequestEvent(
             ts=ts,
             request_id=result.request_id,
@@ -212,14 +216,10 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
             cost_usd=result.cost.total_usd,
             session_id=session_id,
             key_id=principal.key_id if principal else None,
-            experiment=rollout.get("experiment"),
-            variant=rollout.get("variant"),
-            unit_kind=rollout.get("unit_kind"),
-            fallback=fallback is not None,
-            fallback_reason=fallback,
             cache_l1=tiers.get("l1", 0),
             cache_l2=tiers.get("l2", 0),
             cache_miss=tiers.get("miss", 0),
+            **fields,
         )
         deferred = _deferred.get()
         if deferred is None:
@@ -235,17 +235,18 @@ def track_failure(
     known = agent if agent in genesis.settings.agents else ("auto" if agent is None else "unknown")
     ts, elapsed = _started()
     principal = _principal()
+    fields: dict[str, Any] = {"agent": known, **failure_fields()}
     genesis.tracker.record(
         RequestEvent(
             ts=ts,
             request_id=request_id(),
-            agent=known,
             model="",
             outcome="error",
             latency_ms=round(elapsed, 3),
             session_id=session_id,
             key_id=principal.key_id if principal else None,
             error_type=type(exc).__name__,
+            **fields,
         )
     )
 

@@ -27,6 +27,11 @@ Reply texts can be scripted per model too, consumed in order by successful calls
 fixed reply again)::
 
     srv.script_replies("base", ["```python\nprint(1)\n```", "second reply"])
+
+For replica tests: ``failure_rates={"ft": 0.5}`` makes each unscripted generation call of that
+model answer 500 with that probability (``seed`` makes the draw repeatable), and ``port``
+binds a given port, so that a server stopped with ``__exit__`` can come back at the same
+address (a replica that went down and recovered).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import random
 import re
 import socket
 import threading
@@ -71,6 +77,9 @@ class FakeOpenAIServer:
         report_vocab_size: bool = False,
         timeout_sleep_s: float = 5.0,
         stream_delay_s: float = 0.0,
+        failure_rates: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        port: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.model_names = list(model_names)
@@ -80,8 +89,12 @@ class FakeOpenAIServer:
         self.max_model_len = max_model_len
         self.report_vocab_size = report_vocab_size
         self.timeout_sleep_s = timeout_sleep_s
-        # Pause between streamed pieces, as a model's decoding takes (for benchmarks).
+        # Decoding time per piece (for benchmarks): between streamed pieces, and in total
+        # before a whole (not streamed) answer.
         self.stream_delay_s = stream_delay_s
+        self.failure_rates = dict(failure_rates or {})
+        self._rng = random.Random(seed)
+        self._bind_port = port
         self.received: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[Outcome]] = {}
         self._reply_scripts: dict[str, deque[str]] = {}
@@ -142,7 +155,8 @@ class FakeOpenAIServer:
         # proto IPPROTO_TCP: asyncio then sets TCP_NODELAY on each connection (else every
         # reply waits ~40 ms for the client's delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._bind_port or 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", ws="none", http="h11"
@@ -227,6 +241,7 @@ class FakeOpenAIServer:
         reply = await self._completion_body(body, len(prompt))
         if body.get("stream") is True:
             return self._stream(body, reply, outcome == "break", chat=False)
+        await self._decoding(reply)
         return JSONResponse(reply)
 
     async def _chat(self, request: Request) -> Response:
@@ -245,6 +260,7 @@ class FakeOpenAIServer:
         reply = await self._completion_body(body, prompt_len)
         if body.get("stream") is True:
             return self._stream(body, reply, outcome == "break", chat=True)
+        await self._decoding(reply)
         choice = reply["choices"][0]
         reply["object"] = "chat.completion"
         reply["choices"] = [
@@ -301,6 +317,12 @@ class FakeOpenAIServer:
             return body, _error(404, f"The model `{body.get('model')}` does not exist.")
         return body, None
 
+    async def _decoding(self, reply: dict[str, Any]) -> None:
+        """A whole answer takes as long as streaming all of its pieces would."""
+        if self.stream_delay_s > 0:
+            pieces = len(_PIECE.findall(reply["choices"][0]["text"]))
+            await asyncio.sleep(self.stream_delay_s * pieces)
+
     def _stream(
         self, body: dict[str, Any], reply: dict[str, Any], broken: bool, *, chat: bool
     ) -> StreamingResponse:
@@ -355,7 +377,11 @@ class FakeOpenAIServer:
     async def _outcome(self, model: str) -> Response | str | None:
         with self._lock:
             queue = self._scripts.get(model)
-            outcome = queue.popleft() if queue else "ok"
+            if queue:
+                outcome: Outcome = queue.popleft()
+            else:
+                drawn = self._rng.random() < self.failure_rates.get(model, 0.0)
+                outcome = 500 if drawn else "ok"
         if isinstance(outcome, int):
             return _error(outcome, f"scripted failure {outcome} for model {model}")
         if outcome == "garbage":
