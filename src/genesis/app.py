@@ -8,6 +8,7 @@ shells around this class.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -20,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from genesis._executor import run_cpu
 from genesis._readiness import AgentChecks, probe_agent, readiness, register_builtin_checks
 from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
@@ -52,7 +54,17 @@ from genesis.knowledge import (
 from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
 from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
-from genesis.rag import Generate, PromptAssembler, PromptTemplate, RAGAnswer, TokenCachedRAG, Turn
+from genesis.rag import (
+    AbstentionPolicy,
+    EvidenceScorer,
+    Generate,
+    PromptAssembler,
+    PromptTemplate,
+    RAGAnswer,
+    TokenCachedRAG,
+    Turn,
+    vocabulary,
+)
 from genesis.rollout import LazyRolloutStore, Rollout, unit_for
 from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
@@ -246,6 +258,7 @@ class Genesis:
         )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
+        self._evidence = self._build_evidence()
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.sessions = self._build_sessions()
         stack.push_async_callback(self.sessions.aclose)
@@ -259,6 +272,7 @@ class Genesis:
             threshold=s.router.threshold,
             default_agent=s.router.default_agent,
             registry=self.registry,
+            evidence=self._retrieval_evidence,
         )
         await self._load_models()
 
@@ -367,6 +381,26 @@ class Genesis:
             on_fallback=_on_fallback,
         )
 
+    def _retrieval_evidence(
+        self, task: str, vector: Any, agents: Sequence[str]
+    ) -> dict[str, float]:
+        """How well each agent's collection matches ``task``: the router's tie-breaker."""
+        del task  # the dense score needs only the vector
+        out = {}
+        for name in agents:
+            score = self.kb.best_dense_score(vector, self.settings.agents[name].collection)
+            if score is not None:
+                out[name] = score
+        return out
+
+    def _build_evidence(self) -> EvidenceScorer:
+        """One sentence ranker for every agent (its sentence-vector cache is shared)."""
+        answers = self.settings.answers
+        policy = AbstentionPolicy(enabled=answers.abstain)
+        if answers.abstain_threshold is not None:
+            policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
+        return EvidenceScorer(self.embedder.embed_documents, self.embedder.embed_query, policy)
+
     def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
         """The database opens on the first read (off the loop, by the state cache)."""
         from genesis.rollout import open_rollout_store
@@ -389,6 +423,8 @@ class Genesis:
             max_context_tokens=self.settings.llm.max_context_tokens,
             cache_ttl_s=profile.cache_ttl_s,
             retrieval=self.settings.knowledge.retrieval,
+            evidence=self._evidence,
+            calls_model=not extractive,
         )
         return Agent(profile, rag, timeout_s=self.settings.llm.timeout_s)
 
@@ -435,6 +471,14 @@ class Genesis:
         """One search per collection loads its vectors, HNSW file and BM25 index."""
         for name in sorted(await self.kb.collections()):
             await self.kb.search("warm up", name, 1)
+        await self._refresh_vocabulary()
+
+    async def _refresh_vocabulary(self) -> None:
+        """Teach the abstention check every term of the knowledge base (~50 ms for the demo)."""
+        texts = []
+        for name in sorted(await self.kb.collections()):
+            texts += [f"{c.heading}\n{c.text}" for c in await self.kb.all_chunks(name)]
+        self._evidence.set_vocabulary(await run_cpu(vocabulary, texts))
 
     @property
     def serving(self) -> bool:
@@ -449,6 +493,8 @@ class Genesis:
         report = await self.kb.ingest(Path(path), collection, progress=progress)
         if report.chunks_added:
             await self.cache_warm(collection)
+        if report.chunks_added or report.chunks_removed:
+            await self._refresh_vocabulary()
         return report
 
     async def search(

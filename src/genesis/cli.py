@@ -178,13 +178,16 @@ def _print_answer(result: AskResult) -> None:
     answer = result.answer
     out.print(f"[bold]{result.agent}[/] [dim]({escape(result.route_reason)})[/]\n")
     out.print(answer.answer, highlight=False, markup=False)
-    if answer.sources:
-        out.print("\n[bold]Sources[/]")
-        for src in answer.sources:
+    listed = answer.see_also if answer.abstained else answer.sources
+    if listed:
+        out.print("\n[bold]See also[/]" if answer.abstained else "\n[bold]Sources[/]")
+        for src in listed:
             heading = f" — {src.heading}" if src.heading else ""
             out.print(f"  [{src.number}] {src.source}{heading}", highlight=False, markup=False)
     usage = answer.usage
     kind = "extractive (no LLM configured)" if answer.extractive else f"model {answer.model}"
+    if answer.abstained:
+        kind = "abstained: no model called"
     out.print(
         f"\n[dim]{usage.prompt_tokens} prompt tokens, {usage.cached_tokens} from cache "
         f"({usage.chunks_from_cache}/{usage.chunks_in_prompt} chunks); {kind}; "

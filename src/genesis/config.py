@@ -167,6 +167,14 @@ class RouterSettings(_Model):
     default_agent: str = "support"
 
 
+class AnswerSettings(_Model):
+    """Abstention: say "the knowledge base does not answer this" instead of guessing."""
+
+    abstain: bool = True
+    # None: the threshold calibrated on the demo knowledge base (genesis.rag.AbstentionPolicy).
+    abstain_threshold: float | None = Field(None, ge=0, le=1)
+
+
 class ServerSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -365,6 +373,7 @@ class Settings(_Model):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     llm: LLMSettings = LLMSettings()
     router: RouterSettings = RouterSettings()
+    answers: AnswerSettings = AnswerSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()

@@ -56,6 +56,7 @@ from genesis.agents._tasks import (
 from genesis.config import AgentProfile
 from genesis.errors import AgentError
 from genesis.llm import Generation, GenerationRequest, Usage
+from genesis.observability import record_abstained
 from genesis.rag import RAGAnswer, Source, TokenCachedRAG
 from genesis.rag._history import Turn
 from genesis.rag._pipeline import Generate
@@ -138,12 +139,15 @@ class Agent:
         include_prompt: bool = False,
         history: Sequence[Turn] = (),
         options: AnswerOptions | None = None,
+        abstain: bool = True,
     ) -> RAGAnswer:
         """Answer from this agent's collection (or ``collection``) with its own settings;
         ``generate`` replaces the pipeline's generator for this call; ``history`` is the
-        conversation so far; ``options`` override the profile's generation settings."""
+        conversation so far; ``options`` override the profile's generation settings;
+        ``abstain`` lets weak retrieval evidence end the call with "not in the knowledge
+        base" (counted, with the model call it saved)."""
         p, o = self.profile, options or AnswerOptions()
-        return await self._rag.answer(
+        answer = await self._rag.answer(
             question,
             collection or p.collection,
             top_k=p.top_k if top_k is None else top_k,
@@ -156,7 +160,11 @@ class Agent:
             include_prompt=include_prompt,
             history=history,
             stop=o.stop,
+            abstain=abstain,
         )
+        if answer.abstained:
+            record_abstained(self.name, saved_call=self._rag.calls_model)
+        return answer
 
     # -- uniform entry point -----------------------------------------------------------------
 
@@ -347,7 +355,8 @@ class Agent:
             generation = await self._generate(request)
             return dataclasses.replace(generation, citations=[])
 
-        answer = await self.answer(query, top_k=top_k, generate=wrapped)
+        # A task (plan, tests, review) uses its guidelines whatever the question: no abstention.
+        answer = await self.answer(query, top_k=top_k, generate=wrapped, abstain=False)
         request = seen[0]
         contexts = [
             (c.source, c.heading, text)

@@ -515,6 +515,19 @@ class KnowledgeBase:
             dense = await self._store.search(collection, vector, depth)
         return await run_cpu(self._rank, dense, query, collection, top_k, mode)
 
+    def best_dense_score(self, vector: npt.NDArray[np.float32], collection: str) -> float | None:
+        """The best cosine of ``vector`` to a chunk of ``collection`` (blocking, sub-ms on the
+        embedded store); None when the store cannot search in-process or the collection is
+        unknown. The router's retrieval evidence for a close call."""
+        if not isinstance(self._store, SyncSearchStore):
+            return None
+        if collection not in self._known:
+            if collection not in self._collection_names():
+                return None
+            self._known.add(collection)
+        hits = self._store.search_sync(collection, vector, 1)
+        return float(hits[0].score) if hits else None
+
     def _search_sync(
         self,
         vector: npt.NDArray[np.float32],

@@ -8,7 +8,16 @@ from genesis._breaker import (
     RateCircuitBreaker,
 )
 from genesis.llm._blocks import BLOCK_SIZE, block_hashes
-from genesis.llm._extractive import ExtractiveBackend
+from genesis.llm._extractive import (
+    ExtractiveBackend,
+    RankedSentence,
+    Sentence,
+    choose_sentences,
+    coverage,
+    rank_sentences,
+    split_sentences,
+    terms,
+)
 from genesis.llm._factory import BackendKind, build_backend, replica_options
 from genesis.llm._openai import ChatBackend, CompletionsBackend
 from genesis.llm._registry import (
@@ -31,6 +40,7 @@ from genesis.llm._types import (
     GenerationRequest,
     LLMBackend,
     Message,
+    Quote,
     Usage,
 )
 
@@ -53,16 +63,24 @@ __all__ = [
     "ModelRoute",
     "OpenedStream",
     "Policy",
+    "Quote",
+    "RankedSentence",
     "RateCircuitBreaker",
     "RegistryResult",
     "ReplicaRouter",
     "ReplicaSpec",
     "ReplicatedCompletionsBackend",
+    "Sentence",
     "StreamDelta",
     "StreamingBackend",
     "Usage",
     "block_hashes",
     "build_backend",
+    "choose_sentences",
+    "coverage",
+    "rank_sentences",
     "reason_code",
     "replica_options",
+    "split_sentences",
+    "terms",
 ]

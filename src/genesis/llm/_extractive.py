@@ -1,9 +1,19 @@
 """The offline default answerer: the best sentences of the retrieved chunks, with citations.
 
-No model is involved, and the answer says so. Sentences are scored by lexical overlap with
-the query: lower-cased words, stop words removed, crude suffix stripping so "caching" meets
-"cache", each matched term weighted by an idf computed over the candidate sentences (a word
-every sentence has tells nothing).
+No model is involved, and the answer says so. Candidate sentences are prose only: Markdown
+table rows, code blocks (and the fence debris a chunk boundary leaves), front matter, headings
+and questions are never quoted. Each sentence is scored by
+
+- semantic similarity to the question (MiniLM cosine; given by the caller, see
+  `genesis.rag` which embeds the sentences, or absent),
+- lexical overlap: the idf-weighted share of the question's terms the sentence contains
+  (lower-cased words, stop words removed, crude suffix stripping so "caching" meets "cache";
+  idf over the candidate sentences, so a word every sentence has tells nothing),
+- position: earlier chunks (better retrieval rank) and earlier sentences weigh a little more,
+- answer type: a question asking for a quantity ("how long", "how many", "what is the
+  maximum") favours sentences that state a number.
+
+The answer quotes the best sentences, best first, without near-duplicates.
 """
 
 from __future__ import annotations
@@ -16,18 +26,22 @@ from dataclasses import dataclass
 
 from genesis._executor import run_cpu
 from genesis.errors import LLMBadRequestError
-from genesis.llm._types import Citation, Generation, GenerationRequest, Usage
+from genesis.llm._types import Citation, Generation, GenerationRequest, Quote, Usage
 
 PREFIX = "Extractive answer (no LLM configured; quoted from the retrieved sources):"
 NOTHING_FOUND = (
     "Extractive answer (no LLM configured): I found nothing relevant to this question "
     "in the knowledge base."
 )
-MAX_SENTENCES = 4
+MAX_SENTENCES = 3
 MIN_SENTENCES = 2
-# A sentence scoring under this share of the best one is dropped once MIN_SENTENCES are kept.
-_RELATIVE_CUTOFF = 0.35
+# Past MIN_SENTENCES, a sentence scoring under this share of the best one is left out.
+_RELATIVE_CUTOFF = 0.65
 _MIN_CHARS, _MAX_CHARS = 15, 600
+# Weights of the three signals (with a semantic score; without one, lexical and position).
+SEMANTIC_WEIGHT, LEXICAL_WEIGHT, POSITION_WEIGHT = 0.6, 0.3, 0.1
+# Two sentences with this Jaccard overlap of their terms say the same thing: one is enough.
+_NEAR_DUPLICATE = 0.6
 
 _STOP_WORDS = frozenset(
     """a about above after again all also am an and any are as at be because been before being
@@ -36,25 +50,52 @@ _STOP_WORDS = frozenset(
     most my no nor not now of off on once only or other our out over own same she should so some
     such than that the their them then there these they this those through to too under until
     up very was we were what when where which while who whom why will with would you your yours
-    use used using get one two may might must need via per""".split()
+    use used using get one two may might must need via per
+    many much long still often way able want like please help tell know let make thing things
+    anything something possible yes there's what's i'm going""".split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[])")
-_FENCE = re.compile(r"```.*?```", re.DOTALL)
+_FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 _MARKUP = re.compile(r"^\s*(?:[-*+]\s+|\d+\.\s+|>\s*)")
-_HEADING = re.compile(r"^\s*#{1,6}\s")
+_HEADING = re.compile(r"^\s*(#{1,6}\s|={3,}\s*$|-{3,}\s*$)")
+_TABLE_ROW = re.compile(r"^\s*\||\|.*\|")
+_INDENTED_CODE = re.compile(r"^( {4}|\t)")
+_ASKS_QUANTITY = re.compile(
+    r"\b(how\s+(many|much|long|often|quickly|soon|big|large)|when|what\s+(is|are)\s+the\s+"
+    r"(maximum|minimum|max|min|default|longest|shortest|limit|price|cost|fee))\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d")
+# Added to a sentence that states a number when the question asks for a quantity.
+NUMBER_BONUS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
-class _Sentence:
-    context: int  # index into request.context_texts
+class Sentence:
+    """A quotable sentence of a context."""
+
+    context: int  # index into the contexts (request.context_texts)
     position: int  # index of the sentence within its context
     text: str
     terms: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class RankedSentence:
+    sentence: Sentence
+    score: float
+    semantic: float
+    lexical: float
+
+
 class ExtractiveBackend:
-    """Answers from ``request.context_texts`` without any model (``Generation.extractive``)."""
+    """Answers from ``request.context_texts`` without any model (``Generation.extractive``).
+
+    When the request carries ``quotes`` (sentences already ranked by the pipeline, with
+    semantic similarity), they are quoted as given; otherwise sentences are ranked here by
+    lexical overlap and position.
+    """
 
     @property
     def name(self) -> str:
@@ -86,28 +127,91 @@ def cut_at_stop(generation: Generation, stop: Sequence[str]) -> Generation:
 
 def _extract(request: GenerationRequest) -> Generation:
     numbers = _citation_numbers(request)
-    chosen = select_sentences(request.query, request.context_texts)
-    if not chosen:
+    quotes = request.quotes or [
+        Quote(r.sentence.context, r.sentence.text, r.score)
+        for r in choose_sentences(
+            rank_sentences(request.query, split_sentences(request.context_texts))
+        )
+    ]
+    if not quotes:
         return _generation(request, NOTHING_FOUND, [])
-    parts = [f"{s.text} [{numbers[s.context]}]" for s in chosen]
-    quoted = sorted({s.context for s in chosen})
-    citations = [request.contexts[i] for i in quoted] if request.contexts else []
+    parts = [f"{q.text} [{numbers[q.context]}]" for q in quotes]
+    order = list(dict.fromkeys(q.context for q in quotes))  # first quoted, first cited
+    citations = [request.contexts[i] for i in order] if request.contexts else []
     return _generation(request, f"{PREFIX} " + " ".join(parts), citations)
 
 
-def select_sentences(query: str, contexts: Sequence[str]) -> list[_Sentence]:
-    """The 2-4 sentences that best match ``query``, in prompt order (context, position)."""
-    sentences = [s for i, text in enumerate(contexts) for s in _sentences(i, text)]
+def select_sentences(query: str, contexts: Sequence[str]) -> list[Sentence]:
+    """The 2-3 sentences that best match ``query`` (lexical overlap and position), best first."""
+    return [r.sentence for r in choose_sentences(rank_sentences(query, split_sentences(contexts)))]
+
+
+def split_sentences(contexts: Sequence[str]) -> list[Sentence]:
+    """Every quotable sentence of ``contexts``, in order (context, position)."""
+    return [s for i, text in enumerate(contexts) for s in _sentences(i, text)]
+
+
+def rank_sentences(
+    query: str, sentences: Sequence[Sentence], semantic: Sequence[float] | None = None
+) -> list[RankedSentence]:
+    """``sentences`` scored for ``query`` (see the module docstring), best first.
+
+    ``semantic`` holds one similarity per sentence (cosine, MiniLM) or is None. A sentence
+    that shares no term with the query and has no semantic score is left out.
+    """
     query_terms = set(terms(query))
     if not sentences or not query_terms:
         return []
-    idf = _idf(sentences)
-    scored = [(_score(s, query_terms, idf), s) for s in sentences]
-    ranked = sorted(
-        (p for p in scored if p[0] > 0), key=lambda p: (-p[0], p[1].context, p[1].position)
-    )
-    kept = _keep_best(ranked)
-    return sorted(kept, key=lambda s: (s.context, s.position))
+    weights = term_weights(query_terms, sentences)
+    total = sum(weights.values())
+    wants_number = bool(_ASKS_QUANTITY.search(query))
+    ranked = []
+    for i, s in enumerate(sentences):
+        lexical = sum(weights[t] for t in query_terms & s.terms) / total
+        sem = float(semantic[i]) if semantic is not None else 0.0
+        if lexical <= 0.0 and semantic is None:
+            continue
+        score = _combine(sem, lexical, _position(s), semantic is not None)
+        if wants_number and _NUMBER.search(s.text):
+            score += NUMBER_BONUS
+        ranked.append(RankedSentence(s, score, sem, lexical))
+    ranked.sort(key=lambda r: (-r.score, r.sentence.context, r.sentence.position))
+    return ranked
+
+
+def choose_sentences(ranked: Sequence[RankedSentence]) -> list[RankedSentence]:
+    """The sentences to quote: the best, then up to MAX_SENTENCES close to it, no repeats."""
+    if not ranked:
+        return []
+    best = ranked[0].score
+    kept: list[RankedSentence] = []
+    for r in ranked:
+        if len(kept) >= MIN_SENTENCES and r.score < _RELATIVE_CUTOFF * best:
+            break
+        if any(_near_duplicate(r.sentence, k.sentence) for k in kept):
+            continue
+        kept.append(r)
+        if len(kept) == MAX_SENTENCES:
+            break
+    return kept
+
+
+def coverage(query: str, sentences: Sequence[Sentence], pool: Sequence[Sentence]) -> float:
+    """The idf-weighted share of the query's terms found in ``sentences`` (idf over ``pool``;
+    a term that no sentence of the pool has weighs the most). 0.0 for a query of stop words."""
+    query_terms = set(terms(query))
+    if not query_terms:
+        return 0.0
+    weights = term_weights(query_terms, pool)
+    found = set().union(*(s.terms for s in sentences)) if sentences else set()
+    return sum(weights[t] for t in query_terms & found) / sum(weights.values())
+
+
+def term_weights(query_terms: set[str], pool: Sequence[Sentence]) -> dict[str, float]:
+    """Smoothed idf of each query term over ``pool``: rare terms weigh more."""
+    df = Counter(t for s in pool for t in s.terms if t in query_terms)
+    n = max(len(pool), 1)
+    return {t: math.log(1.0 + n / (df.get(t, 0) + 0.5)) for t in query_terms}
 
 
 def terms(text: str) -> list[str]:
@@ -123,53 +227,82 @@ def _stem(word: str) -> str:
     return word
 
 
-def _sentences(context: int, text: str) -> list[_Sentence]:
-    prose = _FENCE.sub(" ", text)  # code blocks are not quotable sentences
-    out: list[_Sentence] = []
-    # Headings and questions restate the query; they are never the answer.
-    lines = (_clean(b) for b in prose.split("\n") if not _HEADING.match(b))
-    for line in (ln for ln in lines if ln):
+def _combine(semantic: float, lexical: float, position: float, has_semantic: bool) -> float:
+    if has_semantic:
+        return SEMANTIC_WEIGHT * semantic + LEXICAL_WEIGHT * lexical + POSITION_WEIGHT * position
+    return (LEXICAL_WEIGHT + SEMANTIC_WEIGHT) * lexical + POSITION_WEIGHT * position
+
+
+def _position(s: Sentence) -> float:
+    # The retrieval rank of the chunk counts more than the place of the sentence in it.
+    return 0.7 / (1.0 + s.context) + 0.3 / (1.0 + s.position)
+
+
+def _near_duplicate(a: Sentence, b: Sentence) -> bool:
+    return len(a.terms & b.terms) / max(len(a.terms | b.terms), 1) >= _NEAR_DUPLICATE
+
+
+def _sentences(context: int, text: str) -> list[Sentence]:
+    out: list[Sentence] = []
+    for line in prose_lines(text):
         for piece in _SENTENCE_END.split(line):
             piece = piece.strip()
             words = frozenset(terms(piece))
-            if _MIN_CHARS <= len(piece) <= _MAX_CHARS and words and not piece.endswith("?"):
-                out.append(_Sentence(context, len(out), piece, words))
+            if _quotable(piece) and words:
+                out.append(Sentence(context, len(out), piece, words))
     return out
 
 
-def _clean(line: str) -> str:
-    return _MARKUP.sub("", line).strip()
+def _quotable(piece: str) -> bool:
+    # Questions restate the query; they are never the answer. Mostly-symbol text is code.
+    if not _MIN_CHARS <= len(piece) <= _MAX_CHARS or piece.endswith("?"):
+        return False
+    letters = sum(ch.isalpha() or ch.isspace() for ch in piece)
+    return letters >= 0.6 * len(piece)
 
 
-def _idf(sentences: Sequence[_Sentence]) -> dict[str, float]:
-    df = Counter(t for s in sentences for t in s.terms)
-    n = len(sentences)
-    return {t: math.log(1.0 + n / count) for t, count in df.items()}
-
-
-def _score(sentence: _Sentence, query_terms: set[str], idf: dict[str, float]) -> float:
-    matched = sum(idf[t] for t in query_terms & sentence.terms)
-    # Mild length normalisation: a long sentence matches more words by chance.
-    return matched / (1.0 + 0.05 * len(sentence.terms))
-
-
-def _keep_best(ranked: list[tuple[float, _Sentence]]) -> list[_Sentence]:
-    if not ranked:
-        return []
-    best = ranked[0][0]
-    kept: list[_Sentence] = []
-    seen: set[str] = set()
-    for score, sentence in ranked:
-        key = sentence.text.lower()
-        if key in seen:
+def prose_lines(text: str) -> list[str]:
+    """The prose lines of a Markdown chunk, markup stripped: no front matter, headings,
+    table rows, indented code, fenced code, or the fence debris of a chunk cut mid-block."""
+    lines = _without_front_matter(text.split("\n"))
+    out = []
+    for line, in_code in zip(lines, _code_mask(lines), strict=True):
+        if in_code or _HEADING.match(line) or _TABLE_ROW.search(line):
             continue
-        if len(kept) >= MIN_SENTENCES and score < _RELATIVE_CUTOFF * best:
-            break
-        kept.append(sentence)
-        seen.add(key)
-        if len(kept) == MAX_SENTENCES:
-            break
-    return kept
+        if _INDENTED_CODE.match(line) and not _MARKUP.match(line):
+            continue
+        cleaned = _MARKUP.sub("", line).strip()
+        if cleaned:
+            out.append(cleaned)
+    return out
+
+
+def _without_front_matter(lines: list[str]) -> list[str]:
+    if not lines or lines[0].strip() != "---":
+        return lines
+    for i in range(1, len(lines)):
+        if lines[i].strip() in ("---", "..."):
+            return lines[i + 1 :]
+    return lines
+
+
+def _code_mask(lines: list[str]) -> list[bool]:
+    """Which lines are code (fence lines included). A chunk cut inside a block shows an
+    unmatched fence: a bare closing fence first means the lines before it were code, an
+    unclosed opening fence means the lines after it are."""
+    fences = [i for i, line in enumerate(lines) if _FENCE_LINE.match(line)]
+    mask = [False] * len(lines)
+    if not fences:
+        return mask
+    bare = [lines[i].strip() in ("```", "~~~") for i in fences]
+    inside = bare[0] and (len(fences) % 2 == 1 or (len(bare) > 1 and not bare[1]))
+    for i in range(len(lines)):
+        if i in fences:
+            mask[i] = True
+            inside = not inside
+            continue
+        mask[i] = inside
+    return mask
 
 
 def _citation_numbers(request: GenerationRequest) -> list[int]:

@@ -24,6 +24,16 @@ class Citation:
     heading: str
 
 
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A sentence of context ``context`` (an index into ``context_texts``) chosen to answer
+    the query, with its score; a request's quotes come best first."""
+
+    context: int
+    text: str
+    score: float
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """What a backend needs to answer.
@@ -31,7 +41,9 @@ class GenerationRequest:
     ``prompt_ids`` is the assembled prompt in token space (sent as-is by the completions
     backend); ``messages`` is the same prompt as chat messages (for APIs that take text);
     ``contexts`` are the retrieved chunks in prompt order (for the extractive backend and for
-    citations). ``query`` is the user's question, unformatted.
+    citations). ``query`` is the user's question, unformatted. ``quotes`` are the sentences
+    the pipeline ranked best for the query (the extractive backend quotes them; empty: it
+    ranks sentences itself).
     """
 
     model: str
@@ -46,6 +58,7 @@ class GenerationRequest:
     # Stop sequences: the text ends before the first one (sent to the server, applied by the
     # extractive backend itself).
     stop: list[str] = field(default_factory=list)
+    quotes: list[Quote] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ STAGE_ORDER = (
     "retrieve",
     "token_cache",
     "assemble",
+    "evidence",
     "generate",
     "session_write",
     "tracking",

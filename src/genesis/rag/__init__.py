@@ -7,13 +7,34 @@ from genesis.rag._assembly import (
     PromptSegment,
     PromptTemplate,
 )
+from genesis.rag._evidence import (
+    AbstentionPolicy,
+    Assessment,
+    Evidence,
+    EvidenceScorer,
+    Vocabulary,
+    vocabulary,
+)
 from genesis.rag._history import Turn, turns_from_messages
-from genesis.rag._pipeline import Generate, RAGAnswer, RAGUsage, Source, TokenCachedRAG
+from genesis.rag._pipeline import (
+    NOT_ANSWERED,
+    Generate,
+    RAGAnswer,
+    RAGUsage,
+    Source,
+    TokenCachedRAG,
+    renumber_citations,
+)
 
 __all__ = [
+    "AbstentionPolicy",
     "AssembledPrompt",
+    "Assessment",
+    "Evidence",
+    "EvidenceScorer",
     "Generate",
     "IncludedChunk",
+    "NOT_ANSWERED",
     "PromptAssembler",
     "PromptSegment",
     "PromptTemplate",
@@ -22,5 +43,8 @@ __all__ = [
     "Source",
     "TokenCachedRAG",
     "Turn",
+    "Vocabulary",
+    "renumber_citations",
     "turns_from_messages",
+    "vocabulary",
 ]

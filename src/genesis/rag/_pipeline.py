@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from genesis._executor import run_cpu
 from genesis._sync import run_blocking
 from genesis.knowledge import ScoredChunk
-from genesis.llm import Citation, Generation, GenerationRequest
+from genesis.llm import Citation, Generation, GenerationRequest, Usage
 from genesis.observability import StageTimer, record_cache_lookups
 from genesis.rag._assembly import AssembledPrompt, PromptAssembler
+from genesis.rag._evidence import Assessment, EvidenceScorer
 from genesis.rag._history import Turn
 
 logger = logging.getLogger(__name__)
@@ -64,8 +67,9 @@ class RAGUsage:
 
     ``prompt_tokens`` is the assembled prompt in Genesis' tokenizer; ``cached_tokens`` counts
     those not tokenized for this request: the template pieces (tokenized once at start) plus
-    chunk segments served from L1 or Redis. ``backend_prompt_tokens`` is what the backend
-    reported (the same IDs for a completions backend; a chat API counts its own template).
+    chunk segments and history turns served from L1 or Redis. ``backend_prompt_tokens`` is
+    what the backend reported (the same IDs for a completions backend; a chat API counts its
+    own template).
     """
 
     prompt_tokens: int
@@ -85,6 +89,14 @@ class RAGUsage:
 
 @dataclass(slots=True)
 class RAGAnswer:
+    """An answer and where it came from.
+
+    ``abstained`` is True when the knowledge base does not answer the question (the retrieval
+    evidence fell below the calibrated threshold): ``answer`` then says so plainly, no model
+    was called, ``sources`` is empty and ``see_also`` lists the closest articles. ``evidence``
+    holds the measured values (see `genesis.rag.Evidence`) when they were measured.
+    """
+
     answer: str
     sources: list[Source]
     usage: RAGUsage
@@ -94,6 +106,9 @@ class RAGAnswer:
     collection: str
     cache_tiers: dict[str, int] = field(default_factory=dict)
     prompt_text: str | None = None
+    abstained: bool = False
+    see_also: list[Source] = field(default_factory=list)
+    evidence: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,8 +133,14 @@ class TokenCachedRAG:
         max_context_tokens: int = 4096,
         cache_ttl_s: float | None = None,
         retrieval: RetrievalMode = "hybrid",
+        evidence: EvidenceScorer | None = None,
+        calls_model: bool = True,
     ) -> None:
         self._retriever = retriever
+        self._evidence = evidence
+        # Whether ``generate`` costs a model call (not the extractive backend): an abstention
+        # then counts as a saved call.
+        self._calls_model = calls_model
         self._cache = token_cache
         self._assembler = assembler
         self._generate = generate
@@ -127,6 +148,11 @@ class TokenCachedRAG:
         self._max_context = max_context_tokens
         self._ttl_s = cache_ttl_s
         self._mode = retrieval
+
+    @property
+    def calls_model(self) -> bool:
+        """Whether the default generator costs a model call (an abstention saves one)."""
+        return self._calls_model
 
     @property
     def assembler(self) -> PromptAssembler:
@@ -153,16 +179,23 @@ class TokenCachedRAG:
         include_prompt: bool = False,
         history: Sequence[Turn] = (),
         stop: Sequence[str] = (),
+        abstain: bool = True,
     ) -> RAGAnswer:
         """Answer ``query`` from ``collection``; see :class:`RAGAnswer`. ``history`` (oldest
         first) is the conversation so far: its turns' token IDs come from the token cache
-        like chunks' and the newest that fit the budget enter the prompt."""
+        like chunks' and the newest that fit the budget enter the prompt.
+
+        With an evidence scorer, the sentences of the prompt's chunks are ranked for the
+        question first; unless ``abstain`` is False, weak evidence ends the call there with
+        an abstained answer, and no generator is called.
+        """
         query = _check_query(query)
         timer = StageTimer()
-        hits = await self._retrieve(query, collection, top_k, mode or self._mode, timer)
+        hits, vector = await self._retrieve(query, collection, top_k, mode or self._mode, timer)
         chunks = [hit.chunk for hit in hits]
         with timer.stage("tokens"):
-            lookup, history_ids = await self._token_ids(collection, chunks, history)
+            lookup, past = await self._token_ids(collection, chunks, history)
+        history_ids = list(past.ids) if past is not None else []
         hits, lookup = _without_refused(hits, lookup)
         chunks = [hit.chunk for hit in hits]
         budget = self._budget(budget_tokens, max_tokens)
@@ -177,9 +210,17 @@ class TokenCachedRAG:
             )
         request = self._request(query, prompt, hits, model, max_tokens, temperature, timeout_s)
         request.stop = list(stop)
-        with timer.stage("generate"):
-            generation = await (generate or self._generate)(request)
-        result = self._result(query, collection, hits, lookup, prompt, generation, timer)
+        assessment = await self._assess(query, vector, hits, request, timer)
+        if assessment is not None and abstain and assessment.abstain:
+            result = self._abstained(collection, hits, lookup, prompt, request, timer)
+        else:
+            request.quotes = assessment.quotes if assessment is not None else []
+            with timer.stage("generate"):
+                generation = await (generate or self._generate)(request)
+            result = self._result(query, collection, hits, lookup, prompt, generation, timer)
+            result.usage.cached_tokens += _cached_history_tokens(prompt, past)
+        if assessment is not None:
+            result.evidence = {**assessment.evidence.as_dict(), "score": round(assessment.score, 4)}
         if include_prompt:
             result.prompt_text = prompt.text
         record_cache_lookups(list(lookup.tiers))
@@ -188,17 +229,17 @@ class TokenCachedRAG:
 
     async def _token_ids(
         self, collection: str, chunks: Sequence[Any], history: Sequence[Turn]
-    ) -> tuple[Any, list[Any]]:
-        """Chunk and history token IDs, the two cache lookups side by side."""
+    ) -> tuple[Any, Any]:
+        """The chunks' and the history's cache lookups, side by side (None: no history)."""
         texts = [self._assembler.chunk_segment_text(c) for c in chunks]
         chunk_lookup = self._cache.get_many(collection, texts, ttl_s=self._ttl_s)
         if not history:
-            return await chunk_lookup, []
+            return await chunk_lookup, None
         turns = [turn.segment_text() for turn in history]
         lookup, past = await asyncio.gather(
             chunk_lookup, self._cache.get_many(HISTORY_COLLECTION, turns)
         )
-        return lookup, list(past.ids)
+        return lookup, past
 
     def answer_sync(self, query: str, collection: str, **kwargs: Any) -> RAGAnswer:
         """Blocking wrapper around :meth:`answer` (not for use inside a running loop)."""
@@ -208,11 +249,42 @@ class TokenCachedRAG:
 
     async def _retrieve(
         self, query: str, collection: str, top_k: int, mode: RetrievalMode, timer: StageTimer
-    ) -> list[ScoredChunk]:
+    ) -> tuple[list[ScoredChunk], Any]:
         with timer.stage("embed"):
             vector = await self._retriever.embed_query_async(query) if mode != "bm25" else None
         with timer.stage("search"):
-            return await self._retriever.search_vector(vector, query, collection, top_k, mode)
+            hits = await self._retriever.search_vector(vector, query, collection, top_k, mode)
+        return hits, vector
+
+    async def _assess(
+        self,
+        query: str,
+        vector: Any,
+        hits: list[ScoredChunk],
+        request: GenerationRequest,
+        timer: StageTimer,
+    ) -> Assessment | None:
+        """Rank the prompt's sentences and weigh the evidence (CPU executor), or None."""
+        if self._evidence is None:
+            return None
+        dense = [hit.scores.get("dense", 0.0) for hit in hits]
+        with timer.stage("evidence"):
+            return await run_cpu(self._evidence.assess, query, vector, dense, request.context_texts)
+
+    def _abstained(
+        self,
+        collection: str,
+        hits: list[ScoredChunk],
+        lookup: Any,
+        prompt: AssembledPrompt,
+        request: GenerationRequest,
+        timer: StageTimer,
+    ) -> RAGAnswer:
+        see_also = _see_also(hits)
+        generation = Generation(not_answered_text(see_also), "none", _no_usage(), extractive=True)
+        result = self._result(request.query, collection, hits, lookup, prompt, generation, timer)
+        result.sources, result.see_also, result.abstained = [], see_also, True
+        return result
 
     def _budget(self, budget_tokens: int | None, max_tokens: int) -> int:
         room = self._max_context - max_tokens
@@ -257,12 +329,10 @@ class TokenCachedRAG:
             Source(n, c.source, c.heading, c.id, round(scores.get(c.id, 0.0), 6))
             for n, c in included
         ]
-        cited = {c.number for c in generation.citations}
-        if cited:
-            sources = [s for s in sources if s.number in cited]
+        text, sources = renumber_citations(generation.text, sources, generation.citations)
         usage = _usage(prompt, hits, lookup.tiers, generation)
         return RAGAnswer(
-            answer=generation.text,
+            answer=text,
             sources=sources,
             usage=usage,
             timings_ms=timer.as_dict(),
@@ -271,6 +341,61 @@ class TokenCachedRAG:
             collection=collection,
             cache_tiers=_count(lookup.tiers),
         )
+
+
+_MARKER = re.compile(r"\[(\d+)\]")
+NOT_ANSWERED = "The knowledge base does not answer this question."
+
+
+def not_answered_text(see_also: Sequence[Source]) -> str:
+    """The plain answer of an abstention, naming the closest articles."""
+    if not see_also:
+        return NOT_ANSWERED
+    closest = "; ".join(
+        f"{s.source} ({s.heading.split(' > ')[0]})" if s.heading else s.source for s in see_also
+    )
+    return f"{NOT_ANSWERED} See also: {closest}."
+
+
+def renumber_citations(
+    text: str, sources: list[Source], citations: Sequence[Citation] = ()
+) -> tuple[str, list[Source]]:
+    """Number the cited sources 1, 2, 3... in the order the answer first cites them, and
+    rewrite the ``[n]`` markers of ``text`` to match.
+
+    The cited sources are ``citations`` when the backend gave them, else the sources whose
+    marker appears in ``text``; with neither, every source is kept, in prompt order.
+    """
+    by_number = {s.number: s for s in sources}
+    in_text = [int(m) for m in _MARKER.findall(text) if int(m) in by_number]
+    cited = [c.number for c in citations if c.number in by_number] or in_text
+    order = list(dict.fromkeys([n for n in in_text if n in cited] + cited))
+    if not order:
+        order = list(by_number)
+    new = {old: i + 1 for i, old in enumerate(order)}
+
+    def swap(match: re.Match[str]) -> str:
+        old = int(match.group(1))
+        return f"[{new[old]}]" if old in new else match.group(0)
+
+    renumbered = [dataclasses.replace(by_number[old], number=new[old]) for old in order]
+    return _MARKER.sub(swap, text), renumbered
+
+
+def _see_also(hits: list[ScoredChunk], limit: int = 3) -> list[Source]:
+    """The closest articles, one entry per source file, best first, numbered from 1."""
+    seen: dict[str, ScoredChunk] = {}
+    for hit in hits:
+        seen.setdefault(hit.chunk.source, hit)
+    best = list(seen.values())[:limit]
+    return [
+        Source(i + 1, h.chunk.source, h.chunk.heading, h.chunk.id, round(h.score, 6))
+        for i, h in enumerate(best)
+    ]
+
+
+def _no_usage() -> Usage:
+    return Usage(prompt_tokens=0, completion_tokens=0)
 
 
 def _without_refused(hits: list[ScoredChunk], lookup: Any) -> tuple[list[ScoredChunk], Any]:
@@ -286,6 +411,14 @@ def _without_refused(hits: list[ScoredChunk], lookup: Any) -> tuple[list[ScoredC
         tiers=[lookup.tiers[i] for i in keep],
     )
     return [hits[i] for i in keep], lookup
+
+
+def _cached_history_tokens(prompt: AssembledPrompt, past: Any) -> int:
+    """Tokens of the history turns in the prompt that the token cache served."""
+    if past is None:
+        return 0
+    kept = prompt.history_kept
+    return sum(len(past.ids[i]) for i in kept if past.tiers[i] in ("l1", "l2"))
 
 
 def _check_query(query: str) -> str:

@@ -4,10 +4,13 @@ from genesis.router._card_cache import CardEmbeddingCache
 from genesis.router._cards import cards_from_profiles, default_cards
 from genesis.router._router import (
     DEFAULT_THRESHOLD,
+    EVIDENCE_MARGIN,
+    KEYWORD_BONUS,
     AsyncEmbedFn,
     ChatRegistry,
     EmbedBatchFn,
     EmbedFn,
+    EvidenceFn,
     HALORouter,
 )
 from genesis.router._rules import keyword_regex
@@ -15,12 +18,15 @@ from genesis.router._types import AgentCard, RouteDecision, RouteMethod
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "EVIDENCE_MARGIN",
+    "KEYWORD_BONUS",
     "AgentCard",
     "AsyncEmbedFn",
     "CardEmbeddingCache",
     "ChatRegistry",
     "EmbedBatchFn",
     "EmbedFn",
+    "EvidenceFn",
     "HALORouter",
     "RouteDecision",
     "RouteMethod",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EmbedFn = Callable[[str], npt.NDArray[Any]]
+# (task, task vector, agent names) -> the best retrieval score in each agent's collection.
+EvidenceFn = Callable[[str, npt.NDArray[np.float32], Sequence[str]], Mapping[str, float]]
 EmbedBatchFn = Callable[[Sequence[str]], npt.NDArray[Any]]
 AsyncEmbedFn = Callable[[str], Awaitable[npt.NDArray[Any]]]
 _F32 = npt.NDArray[np.float32]
@@ -30,6 +32,14 @@ _F32 = npt.NDArray[np.float32]
 # With all-MiniLM-L6-v2 and the default cards, off-topic tasks ("weather in Paris") scored at
 # most 0.19 and in-domain tasks mostly above 0.25 (benchmarks/router_accuracy.py).
 DEFAULT_THRESHOLD = 0.22
+# A matched keyword adds this to its agent's similarity (two at most): a topic word helps, but
+# a card that fits the task clearly better still wins ("webhook" in a support question).
+KEYWORD_BONUS = 0.2
+# Agents scoring within this of the best are a close call: the one whose collection holds
+# the better match for the task (retrieval evidence, added to the score) wins. Both values
+# were chosen on the tuning sets (benchmarks/data/answer_quality/tune_*.jsonl and
+# tests/router/labelled_tasks.jsonl).
+EVIDENCE_MARGIN = 0.2
 
 
 class ChatRegistry(Protocol):
@@ -60,6 +70,12 @@ class HALORouter:
     it never runs a forward pass on the event loop. An agent's similarity to a task is the
     mean of (a) the best cosine over its card texts and (b) the cosine to the centroid of
     those texts; a best similarity below ``threshold`` routes to ``default_agent``.
+
+    Patterns state an intent and decide (among several, the closest card wins). Keywords only
+    name a topic: with an embedder, each adds ``KEYWORD_BONUS`` to its agent's similarity
+    instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of the best score,
+    ``evidence`` (when given) reports how well each agent's collection matches the task, and
+    that is added to their scores.
     """
 
     def __init__(
@@ -73,6 +89,7 @@ class HALORouter:
         embed_batch: EmbedBatchFn | None = None,
         embed_async: AsyncEmbedFn | None = None,
         card_cache: CardEmbeddingCache | None = None,
+        evidence: EvidenceFn | None = None,
     ) -> None:
         _check_cards(cards, default_agent, threshold)
         self._cards = list(cards)
@@ -85,6 +102,7 @@ class HALORouter:
         self._threshold = threshold
         self._default = default_agent
         self._registry = registry
+        self._evidence = evidence
         self._card_matrix: _F32 | None = None
         self._centroids: _F32 | None = None
         self._card_slices: list[slice] = []
@@ -144,7 +162,11 @@ class HALORouter:
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
-        return self._decide(hits, self._scores(self._embed_text(task)))
+        vector = self._embed_text(task)
+        sims = self._scores(vector)
+        close = self._close_call(hits, sims)
+        evidence = self._evidence(task, vector, close) if close and self._evidence else {}
+        return self._decide(hits, sims, evidence)
 
     async def route_async(self, task: str, *, agent: str | None = None) -> RouteDecision:
         """:meth:`route` without embedding on the event loop: the task goes to
@@ -157,7 +179,13 @@ class HALORouter:
             return self._decide(hits, None)
         if not self.warmed_up:
             await asyncio.to_thread(self.warm_up)
-        return self._decide(hits, self._scores(await self._embed_task_async(task)))
+        vector = await self._embed_task_async(task)
+        sims = self._scores(vector)
+        close = self._close_call(hits, sims)
+        evidence: Mapping[str, float] = {}
+        if close and self._evidence is not None:
+            evidence = await asyncio.to_thread(self._evidence, task, vector, close)
+        return self._decide(hits, sims, evidence)
 
     def similarities(self, task: str) -> dict[str, float]:
         """Similarity of ``task`` to each agent: mean of best-text and centroid cosine.
@@ -196,18 +224,65 @@ class HALORouter:
         return None
 
     def _needs_query(self, hits: list[RuleHit]) -> bool:
-        """Whether the decision needs the task's embedding: no rule hit, or tied rules."""
+        """Whether the decision needs the task's embedding: unless one agent's pattern
+        (an intent) matched and no other agent's pattern did."""
         if self._embed is None:
             return False
-        if not hits:
+        intents = [h for h in hits if h.patterns]
+        if not intents:
             return True
-        top = max(h.strength for h in hits)
-        return sum(h.strength == top for h in hits) > 1
+        top = max(h.strength for h in intents)
+        return sum(h.strength == top for h in intents) > 1
 
-    def _decide(self, hits: list[RuleHit], sims: dict[str, float] | None) -> RouteDecision:
+    def _decide(
+        self,
+        hits: list[RuleHit],
+        sims: dict[str, float] | None,
+        evidence: Mapping[str, float] | None = None,
+    ) -> RouteDecision:
+        intents = [h for h in hits if h.patterns]
+        if sims is None or intents:
+            # Without an embedder rules decide alone; a pattern (an intent) outranks keywords.
+            if hits:
+                return self._by_rules(intents or hits, sims)
+            return self._by_similarity(sims)
+        scores = _with_keywords(sims, hits)
+        best = _best_with_evidence(scores, evidence or {})
+        if hits and best == self._rule_winner(hits, scores):
+            return self._by_rules(hits, scores)
+        if not hits and max(sims.values()) < self._threshold:
+            return self._by_similarity(sims)  # off-topic: the default agent
+        return self._similarity_decision(best, sims, hits, evidence or {})
+
+    def _close_call(self, hits: list[RuleHit], sims: dict[str, float]) -> list[str]:
+        """The agents scoring within EVIDENCE_MARGIN of the best, when there are several."""
+        if any(h.patterns for h in hits):
+            return []
+        scores = _with_keywords(sims, hits)
+        best = max(scores.values())
+        close = [name for name, score in scores.items() if best - score < EVIDENCE_MARGIN]
+        return close if len(close) > 1 else []
+
+    def _rule_winner(self, hits: list[RuleHit], scores: dict[str, float]) -> str:
+        top = max(h.strength for h in hits)
+        return max((h for h in hits if h.strength == top), key=lambda h: scores[h.agent]).agent
+
+    def _similarity_decision(
+        self,
+        best: str,
+        sims: dict[str, float],
+        hits: list[RuleHit],
+        evidence: Mapping[str, float],
+    ) -> RouteDecision:
+        sim = sims[best]
+        reason = f"similarity {sim:.2f} to {best!r}"
+        if best in evidence:
+            reason += f" (close call; its collection matched best: {evidence[best]:.2f})"
         if hits:
-            return self._by_rules(hits, sims)
-        return self._by_similarity(sims)
+            keyword_agents = ", ".join(h.agent for h in hits if h.agent != best)
+            if keyword_agents:
+                reason += f"; keywords of {keyword_agents} were outweighed"
+        return RouteDecision(best, min(max(sim, 0.0), 1.0), reason, "similarity", sims)
 
     async def execute_with_finetuned_model_async(
         self,
@@ -279,6 +354,20 @@ class HALORouter:
     def _embed_text(self, text: str) -> _F32:
         assert self._embed is not None
         return _checked_unit(np.asarray(self._embed(text), dtype=np.float32).reshape(-1), text)
+
+
+def _with_keywords(sims: dict[str, float], hits: list[RuleHit]) -> dict[str, float]:
+    bonus = {h.agent: KEYWORD_BONUS * min(len(h.keywords), 2) for h in hits}
+    return {name: sim + bonus.get(name, 0.0) for name, sim in sims.items()}
+
+
+def _best_with_evidence(scores: dict[str, float], evidence: Mapping[str, float]) -> str:
+    """The best agent; in a close call, retrieval evidence (when measured) counts too."""
+    first = max(scores, key=lambda name: scores[name])
+    close = [name for name in evidence if name in scores]
+    if len(close) < 2:
+        return first
+    return max(close, key=lambda name: scores[name] + evidence[name])
 
 
 def _unit(vec: _F32) -> _F32:

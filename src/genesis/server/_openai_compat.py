@@ -308,8 +308,7 @@ async def _chat(
         conversation = await Conversation.open(
             genesis.sessions, owner_of(request), session or body.user
         )
-    # The client's own earlier turns are the context when it sent any; else the session's.
-    history = turn.history or conversation.history
+    history = _context(turn.history, conversation.history)
     agent = None if body.model in ROUTING_MODELS else body.model
     start = _StreamStart(genesis) if body.stream else None
     # A stream's event waits for its end: the completion tokens (and the cost) come last.
@@ -342,6 +341,14 @@ async def _chat(
     streamed = StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
     rollout_headers(streamed, result.rollout)
     return streamed
+
+
+def _context(client: list[Turn], session: list[Turn]) -> list[Turn]:
+    """The client's own earlier turns when it sent a conversation (OpenAI semantics); else
+    the session's turns, followed by the client's system messages (if any)."""
+    if any(role != "system" for turn in client for role, _ in turn.lines):
+        return client
+    return [*session, *client]
 
 
 def _options(genesis: Genesis, body: ChatBody) -> AnswerOptions:

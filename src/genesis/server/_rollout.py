@@ -12,7 +12,7 @@ from genesis.server._auth import principal_of
 from genesis.server._models import Name, RolloutSetBody
 
 if TYPE_CHECKING:
-    from genesis.app import AskResult, Genesis
+    from genesis.app import Genesis
 
 VARIANT_HEADER = "X-Genesis-Variant"
 EXPERIMENT_HEADER = "X-Genesis-Experiment"
@@ -28,28 +28,6 @@ def rollout_headers(response: Response, rollout: dict[str, Any] | None) -> None:
     response.headers[UNIT_HEADER] = str(rollout["unit_kind"])
     if rollout["experiment"] is not None:
         response.headers[EXPERIMENT_HEADER] = str(rollout["experiment"])
-
-
-def event_fields(genesis: Genesis, result: AskResult) -> dict[str, Any]:
-    """The rollout's fields of an answered request's event: experiment, variant, unit kind,
-    and whether the fine-tuned model fell back to the baseline."""
-    rollout = result.rollout
-    if rollout is None:
-        return {}
-    finetuned = genesis.settings.agents[result.agent].models.finetuned
-    fell_back = (
-        rollout["variant"] == "finetuned"
-        and finetuned is not None
-        and genesis.settings.llm.backend != "extractive"
-        and result.answer.model != finetuned
-    )
-    return {
-        "experiment": rollout["experiment"],
-        "variant": rollout["variant"],
-        "unit_kind": rollout["unit_kind"],
-        "fallback": fell_back,
-        "fallback_reason": "error" if fell_back else None,
-    }
 
 
 def failure_fields() -> dict[str, Any]:

@@ -42,7 +42,7 @@ from genesis.observability import (
 )
 from genesis.server._auth import Principal
 from genesis.server._errors import error_response
-from genesis.server._rollout import event_fields, failure_fields
+from genesis.server._rollout import failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
@@ -198,11 +198,8 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         tiers = answer.cache_tiers
         facts = current_request_facts()
         fallback = facts.fallback_reason if facts else None
-        # The rollout's experiment, variant and unit kind; the fallback as the registry saw
-        # it (with its reason) wins over the rollout's inference from the model name.
-        fields = event_fields(genesis, result)
-        if fallback is not None:
-            fields.update(fallback=True, fallback_reason=fallback)
+        # The rollout's assignment, where the rollout work puts it on the result.
+        rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
         event = RequestEvent(
             ts=ts,
             request_id=result.request_id,
@@ -219,7 +216,12 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
             cache_l1=tiers.get("l1", 0),
             cache_l2=tiers.get("l2", 0),
             cache_miss=tiers.get("miss", 0),
-            **fields,
+            experiment=rollout.get("experiment"),
+            variant=rollout.get("variant"),
+            unit_kind=rollout.get("unit_kind"),
+            fallback=fallback is not None,
+            fallback_reason=fallback,
+            abstained=answer.abstained,
         )
         deferred = _deferred.get()
         if deferred is None:

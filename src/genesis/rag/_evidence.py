@@ -1,0 +1,234 @@
+"""Does the retrieved context answer the question? Evidence, sentence ranking, abstention.
+
+Before any answer is written, the pipeline measures how well the chunks in the prompt answer
+the question:
+
+- ``dense``: the best cosine between the question and a retrieved chunk (MiniLM),
+- ``lexical``: the idf-weighted share of the question's terms found in the two best chunks,
+- ``sentence``: the best cosine between the question and one sentence of those chunks,
+- ``coverage``: the idf-weighted share of the question's terms in the sentences chosen to
+  answer it (a term no candidate sentence has weighs the most),
+- ``known``: the idf-weighted share of the question's terms that occur anywhere in the
+  knowledge base (a question about "QuickBooks" or "Bitcoin" names something no article
+  mentions; the product's name, in every article, weighs little),
+- ``names``: the share of the names in the question (capitalised words past the first, such
+  as "Zapier" or "iPhone") that the knowledge base mentions; 1.0 when it names nothing.
+
+An :class:`AbstentionPolicy` combines them linearly and abstains below a threshold. The
+weights and threshold are calibrated on the tuning split of a labelled set
+(``benchmarks/answer_quality.py --calibrate``), never on the split that reports the figure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from genesis.llm import (
+    Quote,
+    Sentence,
+    choose_sentences,
+    coverage,
+    rank_sentences,
+    split_sentences,
+    terms,
+)
+
+_F32 = npt.NDArray[np.float32]
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+EmbedMany = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+EmbedOne = Callable[[str], npt.NDArray[np.float32]]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What retrieval found for a question; each value in [0, 1] (cosines may dip below 0)."""
+
+    dense: float
+    lexical: float
+    sentence: float
+    coverage: float
+    known: float = 1.0
+    names: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "dense": round(self.dense, 4),
+            "lexical": round(self.lexical, 4),
+            "sentence": round(self.sentence, 4),
+            "coverage": round(self.coverage, 4),
+            "known": round(self.known, 4),
+            "names": round(self.names, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AbstentionPolicy:
+    """Abstain when ``weights . evidence < threshold``.
+
+    The defaults were chosen by ``benchmarks/answer_quality.py --calibrate`` on
+    ``benchmarks/data/answer_quality/tune_questions.jsonl`` (all-MiniLM-L6-v2, the demo
+    knowledge base): the weights and threshold that abstain on the most of its 36
+    unanswerable questions (32) while abstaining on at most 4% of its 77 answerable ones (3),
+    with the threshold in a gap at least 0.02 wide; ``coverage`` and ``names`` are measured but
+    got no weight. Another knowledge base deserves its own calibration
+    (``answers.abstain_threshold``).
+    """
+
+    dense: float = 0.1
+    lexical: float = 0.2
+    sentence: float = 0.2
+    coverage: float = 0.0
+    known: float = 0.5
+    names: float = 0.0
+    threshold: float = 0.6422
+    enabled: bool = True
+
+    def score(self, ev: Evidence) -> float:
+        return (
+            self.dense * ev.dense
+            + self.lexical * ev.lexical
+            + self.sentence * ev.sentence
+            + self.coverage * ev.coverage
+            + self.known * ev.known
+            + self.names * ev.names
+        )
+
+    def abstains(self, ev: Evidence) -> bool:
+        return self.enabled and self.score(ev) < self.threshold
+
+
+@dataclass(slots=True)
+class Assessment:
+    """The evidence for one question, the sentences that best answer it (best first), and
+    whether the policy abstains."""
+
+    evidence: Evidence
+    score: float
+    abstain: bool
+    quotes: list[Quote] = field(default_factory=list)
+
+
+class EvidenceScorer:
+    """Ranks the sentences of a prompt's chunks and judges whether they answer the question.
+
+    ``embed_documents`` embeds sentences (blocking CPU work: call :meth:`assess` from the
+    CPU executor); sentence vectors are kept in a bounded LRU, since the same chunks come
+    back for many questions.
+    """
+
+    def __init__(
+        self,
+        embed_documents: EmbedMany,
+        embed_query: EmbedOne,
+        policy: AbstentionPolicy | None = None,
+        *,
+        cache_sentences: int = 50_000,
+    ) -> None:
+        self._embed_documents = embed_documents
+        self._embed_query = embed_query
+        self.policy = policy or AbstentionPolicy()
+        self._cache: OrderedDict[str, _F32] = OrderedDict()
+        self._cache_max = cache_sentences
+        self._lock = threading.Lock()
+        self._vocabulary = Vocabulary({}, 0)
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """The knowledge base's terms, for ``known``; an empty one (the default) makes
+        ``known`` 1.0, which tells nothing."""
+        self._vocabulary = vocabulary
+
+    def assess(
+        self,
+        query: str,
+        query_vector: _F32 | None,
+        dense_scores: Sequence[float],
+        contexts: Sequence[str],
+    ) -> Assessment:
+        """Evidence and quotes for ``query`` over ``contexts`` (prompt order); blocking."""
+        qvec = query_vector if query_vector is not None else self._embed_query(query)
+        sentences = split_sentences(contexts)
+        sims = self._similarities(qvec, sentences)
+        chosen = choose_sentences(rank_sentences(query, sentences, sims))
+        evidence = Evidence(
+            dense=max(dense_scores, default=0.0),
+            lexical=_lexical(query, contexts[:2]),
+            sentence=float(max(sims, default=0.0)),
+            coverage=coverage(query, [r.sentence for r in chosen], sentences),
+            known=self._known(query),
+            names=self._names(query),
+        )
+        quotes = [Quote(r.sentence.context, r.sentence.text, round(r.score, 4)) for r in chosen]
+        score = self.policy.score(evidence)
+        return Assessment(evidence, score, self.policy.abstains(evidence), quotes)
+
+    def _known(self, query: str) -> float:
+        words = set(terms(query))
+        vocab = self._vocabulary
+        if not vocab.df or not words:
+            return 1.0
+        weights = {w: math.log(1.0 + vocab.n / (vocab.df.get(w, 0) + 0.5)) for w in words}
+        return sum(weights[w] for w in words if w in vocab.df) / sum(weights.values())
+
+    def _names(self, query: str) -> float:
+        names = [w for w in _WORD.findall(query)[1:] if any(c.isupper() for c in w)]
+        found = [terms(w) for w in names]
+        found = [t for t in found if t]
+        if not self._vocabulary.df or not found:
+            return 1.0
+        return sum(all(t in self._vocabulary.df for t in ts) for ts in found) / len(found)
+
+    def _similarities(self, qvec: _F32, sentences: Sequence[Sentence]) -> list[float]:
+        if not sentences:
+            return []
+        vectors = self._vectors([s.text for s in sentences])
+        q = np.asarray(qvec, dtype=np.float32).reshape(-1)
+        return [float(v) for v in vectors @ q]
+
+    def _vectors(self, texts: list[str]) -> _F32:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            fresh = np.asarray(self._embed_documents(missing), dtype=np.float32)
+            with self._lock:
+                for text, vec in zip(missing, fresh, strict=True):
+                    self._cache[text] = vec
+                while len(self._cache) > self._cache_max:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            rows = []
+            for text in texts:
+                vec = self._cache.get(text)
+                if vec is None:  # evicted by a concurrent call: embed it again
+                    vec = np.asarray(self._embed_documents([text]), dtype=np.float32)[0]
+                rows.append(vec)
+        return np.stack(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """How many of the knowledge base's ``n`` chunks hold each term (``df``)."""
+
+    df: dict[str, int]
+    n: int
+
+
+def vocabulary(texts: Sequence[str]) -> Vocabulary:
+    """The terms of ``texts`` (one per chunk), for :meth:`EvidenceScorer.set_vocabulary`
+    (blocking)."""
+    df: Counter[str] = Counter(t for text in texts for t in set(terms(text)))
+    return Vocabulary(dict(df), len(texts))
+
+
+def _lexical(query: str, texts: Sequence[str]) -> float:
+    """The idf-weighted share of the query's terms in ``texts`` (the best chunks)."""
+    pool = split_sentences(texts)
+    whole = [Sentence(0, 0, "", frozenset(t for text in texts for t in terms(text)))]
+    return coverage(query, whole, pool) if pool else 0.0

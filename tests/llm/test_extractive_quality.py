@@ -1,0 +1,112 @@
+"""Readable extracts: prose only (no table rows, code or fence debris, front matter or
+headings), the best sentence first, no near-duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genesis.knowledge import chunk_text
+from genesis.llm import Citation, GenerationRequest, Message, Quote
+from genesis.llm._extractive import (
+    choose_sentences,
+    extractive_answer,
+    prose_lines,
+    rank_sentences,
+    split_sentences,
+)
+
+DEMO_KB = Path(__file__).resolve().parents[2] / "src" / "genesis" / "demo_kb"
+
+DOC = """---
+title: Webhooks
+sidebar: api
+---
+# Webhooks
+
+Webhooks tell your server when something happens in your account.
+
+| Event | Sent when |
+| --- | --- |
+| `payment.failed` | A payment attempt fails |
+
+```python
+def verify(raw_body: bytes) -> bool:
+    return True
+```
+
+    indented_code = "is not prose either"
+
+Failed deliveries are retried with increasing delays for up to 72 hours.
+"""
+
+
+def _looks_like_markup(sentence: str) -> bool:
+    return sentence.startswith(("|", "#", "```", "---")) or "| ---" in sentence
+
+
+def test_only_prose_lines_survive() -> None:
+    assert prose_lines(DOC) == [
+        "Webhooks tell your server when something happens in your account.",
+        "Failed deliveries are retried with increasing delays for up to 72 hours.",
+    ]
+
+
+def test_a_chunk_cut_inside_a_code_block_drops_the_code_before_the_closing_fence() -> None:
+    text = 'print("tail of a block")\nreturn parts\n```\n\nThe signature covers the raw body.'
+    assert prose_lines(text) == ["The signature covers the raw body."]
+
+
+def test_a_chunk_cut_after_an_opening_fence_drops_the_code_after_it() -> None:
+    text = "Verify the header first.\n\n```python\nimport hmac\nparts = header.split(',')"
+    assert prose_lines(text) == ["Verify the header first."]
+
+
+def test_extracts_of_the_whole_demo_knowledge_base_hold_no_markup() -> None:
+    sentences = []
+    for path in sorted(DEMO_KB.rglob("*.md")):
+        chunks = chunk_text(
+            path.read_text(encoding="utf-8"),
+            source=path.name,
+            collection="demo",
+            max_tokens=120,  # small chunks: many cut through tables and code blocks
+            count_tokens=lambda text: len(text.split()),
+        )
+        sentences += split_sentences([c.text for c in chunks])
+    assert len(sentences) > 500
+    bad = [s.text for s in sentences if _looks_like_markup(s.text) or "```" in s.text]
+    assert bad == []
+    assert not [s.text for s in sentences if s.text.count("|") >= 2]
+
+
+def test_the_best_sentence_comes_first_and_near_duplicates_are_dropped() -> None:
+    contexts = [
+        "Invoices are sent by email. Refunds take 5 to 10 business days to reach a card.",
+        "Refunds take 5 to 10 business days to reach the card. Payouts run daily.",
+    ]
+    sentences = split_sentences(contexts)
+    semantic = [0.1, 0.9, 0.85, 0.2]  # as MiniLM would say for "how long do refunds take"
+    ranked = rank_sentences("How long do refunds take?", sentences, semantic)
+    chosen = [r.sentence.text for r in choose_sentences(ranked)]
+    assert chosen[0] == "Refunds take 5 to 10 business days to reach a card."
+    assert "Refunds take 5 to 10 business days to reach the card." not in chosen
+
+
+def test_quotes_from_the_pipeline_are_used_in_their_order() -> None:
+    request = GenerationRequest(
+        model="m",
+        query="q",
+        messages=[Message("user", "q")],
+        contexts=[Citation(1, "a", "a.md", ""), Citation(2, "b", "b.md", "")],
+        context_texts=["First text.", "Second text."],
+        quotes=[Quote(1, "Second text.", 0.9), Quote(0, "First text.", 0.5)],
+    )
+    generation = extractive_answer(request)
+    assert generation.text.endswith("Second text. [2] First text. [1]")
+    assert [c.number for c in generation.citations] == [2, 1]
+
+
+@pytest.mark.parametrize("question", ["", "the and of"])
+def test_a_question_of_stop_words_ranks_nothing(question: str) -> None:
+    assert rank_sentences(question, split_sentences(["Refunds take ten days."])) == []
