@@ -202,7 +202,10 @@ class Genesis:
         self._stack = stack
         self._ready = True
         await self._report_memory_policy()
-        await self._load_indexes()
+        # Under the home's lock: another worker may be ingesting the demo, and a collection
+        # it has put in the catalog but not yet committed to the vector store must not be read.
+        async with _home_lock(self.home):
+            await self._load_indexes()
         self._serving = True
 
     async def _load_models(self) -> None:
