@@ -14,11 +14,27 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from genesis.observability import record_breaker_opened, record_breaker_state
 
 logger = logging.getLogger(__name__)
+
+
+class _Circuit(Protocol):
+    @property
+    def state(self) -> BreakerState: ...
+
+    def allow(self) -> bool: ...
+
+    def record_success(self) -> None: ...
+
+    def record_failure(self) -> None: ...
+
+    def release_probe(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Circuit)
 
 BreakerState = Literal["closed", "open", "half_open"]
 Clock = Callable[[], float]
@@ -107,7 +123,37 @@ class CircuitBreaker:
         )
 
 
-class KeyedCircuitBreaker:
+class _Keyed(Generic[C]):
+    """One circuit per key (e.g. per model), created on first use by ``_new``."""
+
+    def __init__(self, new: Callable[[str], C]) -> None:
+        self._new = new
+        self._circuits: dict[str, C] = {}
+
+    def circuit(self, key: str) -> C:
+        circuit = self._circuits.get(key)
+        if circuit is None:
+            circuit = self._circuits[key] = self._new(key)
+        return circuit
+
+    def state(self, key: str) -> BreakerState:
+        circuit = self._circuits.get(key)
+        return "closed" if circuit is None else circuit.state
+
+    def allow(self, key: str) -> bool:
+        return self.circuit(key).allow()
+
+    def record_success(self, key: str) -> None:
+        self.circuit(key).record_success()
+
+    def record_failure(self, key: str) -> None:
+        self.circuit(key).record_failure()
+
+    def release_probe(self, key: str) -> None:
+        self.circuit(key).release_probe()
+
+
+class KeyedCircuitBreaker(_Keyed["CircuitBreaker"]):
     """One :class:`CircuitBreaker` per key (e.g. per model), created on first use."""
 
     def __init__(
@@ -120,33 +166,9 @@ class KeyedCircuitBreaker:
         CircuitBreaker(failure_threshold, reset_timeout_s)  # validate now, not on first use
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = reset_timeout_s
-        self._clock = clock
-        self._circuits: dict[str, CircuitBreaker] = {}
-
-    def _circuit(self, key: str) -> CircuitBreaker:
-        circuit = self._circuits.get(key)
-        if circuit is None:
-            circuit = CircuitBreaker(
-                self.failure_threshold, self.reset_timeout_s, clock=self._clock, name=key
-            )
-            self._circuits[key] = circuit
-        return circuit
-
-    def state(self, key: str) -> BreakerState:
-        circuit = self._circuits.get(key)
-        return "closed" if circuit is None else circuit.state
-
-    def allow(self, key: str) -> bool:
-        return self._circuit(key).allow()
-
-    def record_success(self, key: str) -> None:
-        self._circuit(key).record_success()
-
-    def record_failure(self, key: str) -> None:
-        self._circuit(key).record_failure()
-
-    def release_probe(self, key: str) -> None:
-        self._circuit(key).release_probe()
+        super().__init__(
+            lambda key: CircuitBreaker(failure_threshold, reset_timeout_s, clock=clock, name=key)
+        )
 
 
 class RateCircuitBreaker:
@@ -270,7 +292,7 @@ class RateCircuitBreaker:
         logger.warning("circuit breaker %s: %s -> %s", self.name, old, new)
 
 
-class KeyedRateBreaker:
+class KeyedRateBreaker(_Keyed["RateCircuitBreaker"]):
     """One :class:`RateCircuitBreaker` per key (e.g. ``agent:model``), created on first use.
 
     Same surface as :class:`KeyedCircuitBreaker`, so the model registry takes either.
@@ -286,32 +308,8 @@ class KeyedRateBreaker:
         clock: Clock = time.monotonic,
     ) -> None:
         _check_rate_settings(failure_rate, window, min_calls, reset_timeout_s)
-        self._settings = (failure_rate, window, min_calls, reset_timeout_s)
-        self._clock = clock
-        self._circuits: dict[str, RateCircuitBreaker] = {}
-
-    def circuit(self, key: str) -> RateCircuitBreaker:
-        circuit = self._circuits.get(key)
-        if circuit is None:
-            circuit = RateCircuitBreaker(*self._settings, clock=self._clock, name=key)
-            self._circuits[key] = circuit
-        return circuit
-
-    def state(self, key: str) -> BreakerState:
-        circuit = self._circuits.get(key)
-        return "closed" if circuit is None else circuit.state
-
-    def allow(self, key: str) -> bool:
-        return self.circuit(key).allow()
-
-    def release_probe(self, key: str) -> None:
-        self.circuit(key).release_probe()
-
-    def record_success(self, key: str) -> None:
-        self.circuit(key).record_success()
-
-    def record_failure(self, key: str) -> None:
-        self.circuit(key).record_failure()
+        settings = (failure_rate, window, min_calls, reset_timeout_s)
+        super().__init__(lambda key: RateCircuitBreaker(*settings, clock=clock, name=key))
 
 
 def _check_rate_settings(

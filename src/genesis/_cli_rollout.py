@@ -191,8 +191,9 @@ def auto(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The automatic mode from the command line: advance when the gates pass, roll back when
-    a guardrail trips (one process at a time acts: a lock in the database)."""
+    """The automatic mode: advance on evidence, roll back on a regression or guardrail.
+
+    One process at a time acts (a lock in the database)."""
 
     def work(r: Rollout) -> None:
         every = interval or r.settings.auto_interval_s

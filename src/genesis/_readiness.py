@@ -15,6 +15,8 @@ check             critical  what "down" means
                             503: the registry's fallbacks and breaker handle model failures
                             per request, and a shared inference outage must not pull every
                             replica out of the load balancer (search still works).
+``session_store`` no        the session store (Redis when ``redis.url`` is set) fails its
+                            ``PING``: requests without a session are served as before.
 ``event_store``   no        the events database (SQLite file or PostgreSQL) does not answer
                             a query: requests are served, their events wait in the bounded
                             queue (a full queue is counted in genesis_queue_dropped_total).
@@ -51,6 +53,7 @@ def register_builtin_checks(genesis: Genesis, checks: HealthChecks) -> None:
     checks.register("token_cache", lambda: _token_cache(genesis))
     checks.register("llm", lambda: _llm(genesis))
     checks.register("event_store", lambda: _event_store(genesis))
+    checks.register("session_store", lambda: _session_store(genesis))
 
 
 async def _knowledge(genesis: Genesis) -> dict[str, Any]:
@@ -79,6 +82,11 @@ async def _event_store(genesis: Genesis) -> dict[str, Any]:
     await asyncio.to_thread(store.usage, since=time.time())  # one real (empty) query
     stats = genesis.tracker.recorder.stats()
     return {"queued": stats.queued, "dropped": stats.dropped, "failed": stats.failed}
+
+
+async def _session_store(genesis: Genesis) -> dict[str, Any]:
+    await genesis.sessions.ping()
+    return {"store": type(genesis.sessions).__name__}
 
 
 async def readiness(genesis: Genesis, checks: HealthChecks) -> dict[str, Any]:
@@ -154,9 +162,9 @@ class AgentChecks:
 
 
 async def probe_agent(genesis: Genesis, agent: str) -> dict[str, Any]:
-    """One real request through ``agent``'s pipeline and model."""
-    result = await genesis.ask(PROBE_QUESTION, agent=agent)
-    answer = result.answer
+    """One real request through ``agent``'s pipeline and model (never abstaining: weak
+    evidence for the probe's question must not skip the model call it is there to make)."""
+    answer = await genesis.agent(agent).answer(PROBE_QUESTION, abstain=False)
     usage = answer.usage
     return {
         "model": answer.model,

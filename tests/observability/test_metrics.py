@@ -112,4 +112,19 @@ def test_breaker_state_follows_the_circuit(metrics: None) -> None:
     assert _value(text, 'genesis_breaker_opened_total{circuit="token-cache-l2"}') == 1
     # A per-model circuit named by an unconfigured model id is not a label value.
     CircuitBreaker(1, 5.0, name="ft:acme:secret").record_failure()
+    CircuitBreaker(1, 5.0, name="support:ft:acme:secret").record_failure()
     assert not re.search(r"secret", render_metrics()[0].decode())
+
+
+def test_model_circuits_keep_configured_ids_with_colons() -> None:
+    enable_metrics(agents=["support"], models=["ft:base-7b:acme:support-v3"])
+    try:
+        for name in ("ft:base-7b:acme:support-v3", "support:ft:base-7b:acme:support-v3"):
+            CircuitBreaker(1, 5.0, name=name).record_failure()
+        CircuitBreaker(1, 5.0, name="replica-2")
+        text = render_metrics()[0].decode()
+        series = 'genesis_breaker_opened_total{circuit="ft:base-7b:acme:support-v3"}'
+        assert _value(text, series) == 2
+        assert _value(text, 'genesis_breaker_state{circuit="replica-2"}') == 0
+    finally:
+        disable_metrics()

@@ -172,4 +172,6 @@ async def test_history_turns_come_from_the_token_cache_like_chunks(
     )
     [ids] = (await cache.get_many(HISTORY_COLLECTION, [history[0].segment_text()])).ids
     assert len(ids) == again.usage.history_tokens
+    # Served from the cache the second time, so counted as cached (and not the first time).
+    assert again.usage.cached_tokens - first.usage.cached_tokens >= again.usage.history_tokens
     await cache.aclose()

@@ -143,3 +143,47 @@ def _admin_routes(url: str) -> None:
     change = status["changes"][0]
     assert (change["action"], change["who"], change["why"]) == ("set", "api:ops", "from the API")
     assert status["verdict"]["verdict"] in ("wait", "blocked")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_events_carry_the_variant_and_survive_a_restart(demo_home: Path, tmp_path: Path) -> None:
+    """Requests through two server lifetimes on one database: every event carries the
+    variant its unit was assigned, and the rollout's statistics read all of them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store = f"store.url=sqlite:///{tmp_path}/events.db"
+    keys = config_with_keys(tmp_path / "config", {"ops": ["query", "admin"], "app": ["query"]})
+    cli = [sys.executable, "-m", "genesis", "--home", str(demo_home), "--config-dir", str(keys)]
+    cli += ["--set", store]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS")}
+
+    def genesis(*args: str) -> object:
+        done = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    genesis("rollout", "set", "support", "50", "--json")
+    users = [f"u{i}" for i in range(30)]
+    served: dict[str, str] = {}
+    for batch in (users[:20], users[20:]):  # one server, stopped cleanly, then another
+        with serve(demo_home, store, global_args=("--config-dir", str(keys))) as server:
+            for user in batch:
+                served[user] = _variant(server.url, user)
+            status = httpx.get(
+                f"{server.url}/admin/rollout/support", headers=_auth("ops"), timeout=60
+            ).json()
+    cmp = status["verdict"]["comparison"]
+    assert cmp["finetuned"]["n"] + cmp["baseline"]["n"] == 30  # both lifetimes' events
+    assigned = genesis("rollout", "assign", "support", *users, "--json")
+    assert {row["unit"]: row["variant"] for row in assigned} == served
+    assert cmp["finetuned"]["n"] == list(served.values()).count("finetuned")
+    after = genesis("rollout", "status", "support", "--json")  # a new process, server gone
+    assert after["verdict"]["comparison"]["srm"]["observed"] == cmp["srm"]["observed"]
+    genesis("report", "support", "--html", str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md"))
+    observed = cmp["srm"]["observed"]
+    assert f"observed [{observed[0]}, {observed[1]}]" in (tmp_path / "r.md").read_text()
+    assert "plotly" in (tmp_path / "r.html").read_text()

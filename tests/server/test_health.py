@@ -74,7 +74,7 @@ def test_liveness_and_readiness_report_each_dependency_and_degrade_without_redis
         report = healthy.json()
         assert report["status"] == "ok"
         checks = report["checks"]
-        assert {"knowledge", "token_cache", "llm", "event_store"} <= set(checks)
+        assert {"knowledge", "token_cache", "llm", "event_store", "session_store"} <= set(checks)
         for check in checks.values():
             assert check["state"] == "ok" and check["latency_ms"] >= 0
         assert checks["knowledge"]["critical"] and not checks["token_cache"]["critical"]
@@ -98,8 +98,9 @@ def test_liveness_and_readiness_report_each_dependency_and_degrade_without_redis
         assert degraded.status_code == 200  # still serving: the cache is an optimisation
         assert degraded.json()["status"] == "degraded"
         assert degraded.json()["checks"]["token_cache"]["state"] == "down"
+        assert degraded.json()["checks"]["session_store"]["state"] == "down"  # Redis too
         asked = httpx.post(server.url + "/v1/ask", json={"question": "How do I rotate a key?"})
-        assert asked.status_code == 200, asked.text
+        assert asked.status_code == 200, server.log_text()[-4000:]
 
 
 def test_ready_is_503_when_the_knowledge_store_is_gone(demo_home: Path, tmp_path: Path) -> None:

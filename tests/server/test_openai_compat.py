@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -150,6 +151,35 @@ def test_unsupported_options_are_refused_naming_the_field(
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "x"},
+                ]
+            },
+            "after the last user message",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "user": "a b"}, "user"),
+        ({"messages": [{"role": "user", "content": "hi"}], "seeed": 1}, "seeed"),
+        (
+            {"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}]},
+            "role",
+        ),
+    ],
+)
+def test_malformed_conversations_are_refused_naming_the_problem(
+    stack: _Stack, body: dict[str, object], named: str
+) -> None:
+    headers = {"Authorization": f"Bearer {api_key_for('app')}"}
+    response = httpx.post(f"{stack.v1}/chat/completions", json=body, headers=headers, timeout=60)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]["message"]
+
+
 def test_an_image_part_is_refused_clearly(client: openai.OpenAI) -> None:
     image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
     with pytest.raises(openai.UnprocessableEntityError, match="image_url"):
@@ -228,18 +258,30 @@ def test_the_raw_stream_is_openais_wire_format(stack: _Stack) -> None:
     assert '"object":"chat.completion.chunk"' in events[0]
 
 
-def test_langchain_chat_openai_invoke_stream_and_ainvoke(stack: _Stack) -> None:
-    import asyncio
-
+def _langchain(stack: _Stack) -> Any:
     from langchain_openai import ChatOpenAI
 
+    return ChatOpenAI(  # type: ignore[call-arg]
+        model="support", base_url=stack.v1, api_key=api_key_for("app"), max_retries=0
+    )
+
+
+def test_langchain_chat_openai_invoke_and_stream(stack: _Stack) -> None:
     stack.llm.reset()
-    llm = ChatOpenAI(model="support", base_url=stack.v1, api_key=api_key_for("app"), max_retries=0)  # type: ignore[call-arg]
+    llm = _langchain(stack)
     assert llm.invoke(QUESTION).content == REPLY
     pieces = [chunk.content for chunk in llm.stream(QUESTION)]
     assert "".join(str(p) for p in pieces) == REPLY
     assert len([p for p in pieces if p]) >= 2
-    assert asyncio.run(llm.ainvoke(QUESTION)).content == REPLY
+
+
+async def test_langchain_chat_openai_ainvoke(stack: _Stack) -> None:
+    stack.llm.reset()
+    llm = _langchain(stack)
+    try:
+        assert (await llm.ainvoke(QUESTION)).content == REPLY
+    finally:
+        await llm.root_async_client.close()
 
 
 def test_llamaindex_openai_like_chat_and_stream_chat(stack: _Stack) -> None:

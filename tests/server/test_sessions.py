@@ -149,10 +149,15 @@ def test_the_openai_endpoint_keeps_a_session_and_streams_extractive_answers_in_o
         content = [t for t in texts if t]
         assert len(content) == 1 and content[0].startswith("Extractive answer")
         reply = client.chat.completions.create(
-            model="support", messages=[{"role": "user", "content": SECOND}], extra_headers=header
+            model="support",
+            messages=[
+                {"role": "system", "content": "Answer briefly."},  # not a conversation
+                {"role": "user", "content": SECOND},
+            ],
+            extra_headers=header,
         )
         usage = reply.model_extra["genesis"]["answer"]["usage"]  # type: ignore[index]
-        assert usage["history_turns"] == 1
+        assert usage["history_turns"] == 2  # the stored turn, then the system message
         # `user` names the session when no header does.
         client.chat.completions.create(
             model="support", messages=[{"role": "user", "content": FIRST}], user="chat-2"

@@ -104,10 +104,19 @@ def _requests_total(metrics: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.integration
+def _pids(metrics: str) -> set[str]:
+    return set(re.findall(r'^genesis_process_up\{pid="(\d+)"\}', metrics, re.M))
+
+
 def test_two_workers_answer_and_report_metrics_summed_over_both(two_workers: str) -> None:
     questions = [f"How do I rotate an API key for team {i}?" for i in range(12)]
     close = {"Connection": "close"}  # a new connection each time: either worker may take it
     with httpx.Client(base_url=two_workers, timeout=120) as client:
+        # Ready means one worker is: wait (bounded) until both have come up before counting.
+        deadline = time.monotonic() + 180
+        while len(_pids(client.get("/metrics", headers=close).text)) < 2:
+            assert time.monotonic() < deadline, "the second worker never came up"
+            time.sleep(0.5)
         for question in questions:
             body = {"question": question, "agent": "support"}
             response = client.post("/v1/ask", json=body, headers=close)
@@ -115,7 +124,7 @@ def test_two_workers_answer_and_report_metrics_summed_over_both(two_workers: str
         scrapes = [client.get("/metrics", headers=close).text for _ in range(6)]
     # Every scrape, whichever worker answered it, shows both processes and every request.
     for text in scrapes:
-        assert len(set(re.findall(r'^genesis_process_up\{pid="(\d+)"\}', text, re.M))) == 2
+        assert len(_pids(text)) == 2
         assert _requests_total(text) == len(questions)
         assert "genesis_event_loop_lag_seconds_bucket" in text
 

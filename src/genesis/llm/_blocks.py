@@ -7,8 +7,10 @@ Matched against vLLM's source (``vllm/v1/core/kv_cache_utils.py``, vllm-project/
   ``parent_block_hash`` replaced by ``NONE_HASH`` for the first block;
 - ``request_block_hasher`` hashes **full** blocks only (``end_token_idx > num_tokens`` stops),
   each chained to the previous block's hash;
-- the default hash function (``--prefix-caching-hash-algo sha256``, ``vllm.utils.hashing``) is
-  ``hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()``;
+- the default hash function (``CacheConfig.prefix_caching_hash_algo = "sha256"`` in
+  ``vllm/config/cache.py``; ``vllm.utils.hashing.sha256``) is
+  ``hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()`` (releases
+  before it defaulted to Python's ``hash()``; ``sha256_cbor`` and ``xxhash`` are options);
 - ``init_none_hash`` sets ``NONE_HASH = hash_fn(PYTHONHASHSEED)`` when that variable is set
   (else 32 random bytes per process): ``seed`` here plays that part.
 

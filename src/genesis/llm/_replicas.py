@@ -26,6 +26,7 @@ model only when the replicas could not serve.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import logging
@@ -266,11 +267,24 @@ class ReplicatedCompletionsBackend:
             for r in self.router.replicas
         ]
 
+    async def ping(self) -> dict[str, Any]:
+        """Readiness: ``GET /v1/models`` on every replica at once; raises the last replica's
+        ``LLMError`` when none answers, else reports how many did and each one's health."""
+        results = await asyncio.gather(*(b.ping() for b in self._backends), return_exceptions=True)
+        report = self.health()
+        for row, result in zip(report, results, strict=True):
+            row["up"] = not isinstance(result, BaseException)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if len(errors) == len(results):
+            raise errors[-1]
+        return {"replicas_up": len(results) - len(errors), "replicas": report}
+
     async def generate(self, request: GenerationRequest) -> Generation:
         """Serve ``request`` on the routed replica, failing over to others within its timeout.
 
         Raises ``LLMBadRequestError`` at once (every replica would refuse it); otherwise, when
-        no replica served, the last replica's error (``LLMServerError`` if none was tried).
+        no replica served, the last replica's error (``LLMTimeoutError`` if the time was up
+        before any could be called).
         """
         if request.prompt_ids is None or len(request.prompt_ids) == 0:
             completions_payload(request)  # raises the backend's own LLMBadRequestError

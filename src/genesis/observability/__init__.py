@@ -37,6 +37,7 @@ from genesis.observability._metrics import (
 from genesis.observability._timing import StageTimer
 from genesis.observability._tracing import (
     enable_tracing,
+    record_request_trace,
     record_trace,
     shutdown_tracing,
     tracing_enabled,
@@ -86,6 +87,7 @@ __all__ = [
     "record_queue",
     "record_queue_dropped",
     "record_redis_latency",
+    "record_request_trace",
     "record_request",
     "record_rollout_state",
     "record_rollout_verdict",

@@ -427,9 +427,11 @@ def record_fallback(agent: str, from_model: str, to_model: str, reason: str) -> 
 def _circuit_label(name: str) -> str:
     # Per-model circuits are named by the model id (or "agent:model" where agents share the
     # model): only configured models become labels. Replica circuits are "replica-<index>".
-    if name.startswith((_CACHE_CIRCUIT_PREFIX, "replica-")):
+    if name.startswith((_CACHE_CIRCUIT_PREFIX, "replica-")) or name in _labels.models:
         return name
-    return model_label(name.rpartition(":")[2])
+    # "agent:model", split at the first colon: fine-tuned ids have colons of their own.
+    agent, _, model = name.partition(":")
+    return model_label(model) if agent in _labels.agents else OTHER
 
 
 def record_breaker_state(name: str, state: str) -> None:

@@ -12,6 +12,7 @@ background thread (OTLP over HTTP), never on the event loop.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -100,3 +101,32 @@ def record_trace(
     if outcome != "ok":
         span.set_status(trace.Status(trace.StatusCode.ERROR, outcome))
     span.end(end_time=end_ns)
+
+
+def record_request_trace(
+    pipeline_ms: Mapping[str, float], *, begin_ns: int, agent: str, model: str, outcome: str
+) -> None:
+    """The trace of the request being served, as its answer is ready: the stages its
+    waterfall has timed so far (auth, session read, tracking) and the pipeline's (route,
+    embed, retrieve, token cache, assemble, generate), from the waterfall's start
+    (``begin_ns`` outside a request) to now. Stages after the answer (session write,
+    serialization) are not in it."""
+    if _tracer is None:
+        return
+    from genesis.observability._waterfall import PIPELINE_NAMES, STAGE_ORDER, current_waterfall
+
+    waterfall = current_waterfall()
+    stages = dict(waterfall.stages) if waterfall is not None else {}
+    for name, ms in pipeline_ms.items():
+        if name != "total":
+            key = PIPELINE_NAMES.get(name, name)
+            stages[key] = stages.get(key, 0.0) + ms
+    # Laid end to end in the order they run (tracking, timed first here, runs last).
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    stages = dict(sorted(stages.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    now_ns = time.time_ns()
+    if waterfall is not None:
+        begin_ns = now_ns - int((time.perf_counter() - waterfall.start) * 1e9)
+    record_trace(
+        "genesis.request", begin_ns, now_ns, stages, agent=agent, model=model, outcome=outcome
+    )

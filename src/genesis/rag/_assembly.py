@@ -149,6 +149,7 @@ class AssembledPrompt:
     system_text: str = field(default="", repr=False)
     history_turns: int = 0
     history_dropped: int = 0
+    history_kept: list[int] = field(default_factory=list)  # indexes into the history given
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,7 @@ class PromptAssembler:
         pieces = await self._layout(ordered, query_piece, turns)
         prompt = await self._build(pieces, ordered, chunks, budget_tokens, truncated)
         prompt.history_turns, prompt.history_dropped = len(kept), len(history) - len(kept)
+        prompt.history_kept = kept
         return prompt
 
     def messages(self, assembled: AssembledPrompt) -> list[Message]:

@@ -71,8 +71,9 @@ class RAGUsage:
 
     ``prompt_tokens`` is the assembled prompt in Genesis' tokenizer; ``cached_tokens`` counts
     those not tokenized for this request: the template pieces (tokenized once at start) plus
-    chunk segments served from L1 or Redis. ``backend_prompt_tokens`` is what the backend
-    reported (the same IDs for a completions backend; a chat API counts its own template).
+    chunk segments and history turns served from L1 or Redis. ``backend_prompt_tokens`` is
+    what the backend reported (the same IDs for a completions backend; a chat API counts its
+    own template).
     """
 
     prompt_tokens: int
@@ -218,6 +219,7 @@ class TokenCachedRAG:
             with timer.stage("generate"):
                 generation = await (generate or self._generate)(request)
             result = self._result(query, draft.collection, hits, lookup, prompt, generation, timer)
+            result.usage.cached_tokens += _cached_history_tokens(prompt, draft.past)
         if assessment is not None:
             result.evidence = {**assessment.evidence.as_dict(), "score": round(assessment.score, 4)}
         if include_prompt:
@@ -239,7 +241,8 @@ class TokenCachedRAG:
         hits, vector = await self._retrieve(query, collection, s.top_k, s.mode, timer)
         chunks = [hit.chunk for hit in hits]
         with timer.stage("tokens"):
-            lookup, history_ids = await self._token_ids(collection, chunks, history)
+            lookup, past = await self._token_ids(collection, chunks, history)
+        history_ids = list(past.ids) if past is not None else []
         hits, lookup = _without_refused(hits, lookup)
         chunks = [hit.chunk for hit in hits]
         with timer.stage("assemble"):
@@ -255,21 +258,21 @@ class TokenCachedRAG:
             query, prompt, hits, s.model, s.max_tokens, s.temperature, s.timeout_s
         )
         assessment = await self._assess(query, vector, hits, request, timer)
-        return _Draft(collection, hits, lookup, prompt, request, assessment)
+        return _Draft(collection, hits, lookup, prompt, request, assessment, past)
 
     async def _token_ids(
         self, collection: str, chunks: Sequence[Any], history: Sequence[Turn]
-    ) -> tuple[Any, list[Any]]:
-        """Chunk and history token IDs, the two cache lookups side by side."""
+    ) -> tuple[Any, Any]:
+        """The chunks' and the history's cache lookups, side by side (None: no history)."""
         texts = [self._assembler.chunk_segment_text(c) for c in chunks]
         chunk_lookup = self._cache.get_many(collection, texts, ttl_s=self._ttl_s)
         if not history:
-            return await chunk_lookup, []
+            return await chunk_lookup, None
         turns = [turn.segment_text() for turn in history]
         lookup, past = await asyncio.gather(
             chunk_lookup, self._cache.get_many(HISTORY_COLLECTION, turns)
         )
-        return lookup, list(past.ids)
+        return lookup, past
 
     def answer_sync(self, query: str, collection: str, **kwargs: Any) -> RAGAnswer:
         """Blocking wrapper around :meth:`answer` (not for use inside a running loop)."""
@@ -394,6 +397,7 @@ class _Draft:
     prompt: AssembledPrompt
     request: GenerationRequest
     assessment: Assessment | None
+    past: Any  # the history's cache lookup (None without history)
 
 
 def _better(candidate: _Draft, current: _Draft) -> bool:
@@ -471,6 +475,14 @@ def _without_refused(hits: list[ScoredChunk], lookup: Any) -> tuple[list[ScoredC
         tiers=[lookup.tiers[i] for i in keep],
     )
     return [hits[i] for i in keep], lookup
+
+
+def _cached_history_tokens(prompt: AssembledPrompt, past: Any) -> int:
+    """Tokens of the history turns in the prompt that the token cache served."""
+    if past is None:
+        return 0
+    kept = prompt.history_kept
+    return sum(len(past.ids[i]) for i in kept if past.tiers[i] in ("l1", "l2"))
 
 
 def _check_query(query: str) -> str:

@@ -253,20 +253,21 @@ def compare(
     srm_p: float = 0.001,
     look_every: int = 100,
 ) -> Comparison:
-    """Compare the variants at the latest look (the first ``k * look_every`` requests)."""
-    finetuned, baseline, look = _at_look(finetuned, baseline, look_every)
+    """Compare the variants. Summaries, sample sizes and the sample-ratio check use every
+    request; the sequential tests use the latest look (the first ``k * look_every``)."""
+    f, b, look = _at_look(finetuned, baseline, look_every)
     a = alpha / METRICS
-    enough = min(finetuned.n, baseline.n) >= MIN_TEST_N
+    enough = min(f.n, b.n) >= MIN_TEST_N
     return Comparison(
         finetuned=summarize(finetuned),
         baseline=summarize(baseline),
         look=look,
-        success=_rate(finetuned.success, baseline.success, mde, a) if enough else None,
-        fallback=_rate(finetuned.fallback, baseline.fallback, mde, a) if enough else None,
-        error=_rate(finetuned.error, baseline.error, mde, a) if enough else None,
-        cost_over_budget=_cost(finetuned, baseline, cost_budget_ratio, a) if enough else None,
-        p95_finetuned=_p95(finetuned.latency_ms, look, a / 2),
-        p95_baseline=_p95(baseline.latency_ms, look, a / 2),
+        success=_rate(f.success, b.success, mde, a) if enough else None,
+        fallback=_rate(f.fallback, b.fallback, mde, a) if enough else None,
+        error=_rate(f.error, b.error, mde, a) if enough else None,
+        cost_over_budget=_cost(f, b, cost_budget_ratio, a) if enough else None,
+        p95_finetuned=_p95(f.latency_ms, look, a / 2),
+        p95_baseline=_p95(b.latency_ms, look, a / 2),
         sample=sample_size(finetuned, baseline, share, mde, power, a),
         srm=srm_check(finetuned.n, baseline.n, share, srm_p),
         alpha=alpha,

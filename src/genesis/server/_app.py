@@ -25,8 +25,8 @@ from genesis.observability import (
     model_label,
     record_budgets,
     record_request,
+    record_request_trace,
     record_tokens,
-    record_trace,
     request_stage,
     shutdown_tracing,
     tracing_enabled,
@@ -300,9 +300,7 @@ def _trace(
     begin_ns: int, stages: dict[str, float], agent: str | None, model: str | None, outcome: str
 ) -> None:
     a, m = agent_label(agent), model_label(model)  # span attributes: configured names only
-    record_trace(
-        "genesis.request", begin_ns, time.time_ns(), stages, agent=a, model=m, outcome=outcome
-    )
+    record_request_trace(stages, begin_ns=begin_ns, agent=a, model=m, outcome=outcome)
 
 
 def _outcome(exc: Exception) -> str:

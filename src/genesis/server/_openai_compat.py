@@ -55,7 +55,13 @@ from genesis.server._models import MAX_MESSAGE_CHARS, MAX_MESSAGES, ChatCompleti
 from genesis.server._rollout import rollout_headers
 from genesis.server._sessions import Conversation, owner_of
 from genesis.server._sse import DONE, MEDIA_TYPE, STREAM_HEADERS, ChunkWriter, error_event
-from genesis.server._tracking import respond
+from genesis.server._tracking import (
+    PendingEvent,
+    deferred_tracking,
+    finish_stream,
+    respond,
+    stream_server_timing,
+)
 
 if TYPE_CHECKING:
     from genesis.app import Genesis
@@ -302,21 +308,22 @@ async def _chat(
         conversation = await Conversation.open(
             genesis.sessions, owner_of(request), session or body.user
         )
-    # The client's own earlier turns are the context when it sent any; else the session's.
-    history = turn.history or conversation.history
+    history = _context(turn.history, conversation.history)
     agent = None if body.model in ROUTING_MODELS else body.model
     start = _StreamStart(genesis) if body.stream else None
-    result = await answer(
-        genesis,
-        turn.question,
-        agent,
-        None,
-        conversation.session_id,
-        user_id=body.user,  # the rollout's unit
-        history=history,
-        options=options,
-        generate_for=start.generator_for if start else None,
-    )
+    # A stream's event waits for its end: the completion tokens (and the cost) come last.
+    with deferred_tracking(defer=start is not None) as pending:
+        result = await answer(
+            genesis,
+            turn.question,
+            agent,
+            None,
+            conversation.session_id,
+            user_id=body.user,  # the rollout's unit
+            history=history,
+            options=options,
+            generate_for=start.generator_for if start else None,
+        )
     if start is None:
         with request_stage("session_write"):
             await conversation.record(turn.question, result.answer.answer, result.agent)
@@ -324,13 +331,24 @@ async def _chat(
         done = respond(openai_chat_response(body.model, result), result.answer.timings_ms, 2)
         rollout_headers(done, result.rollout)
         return done
-    timing = ", ".join(f"{k};dur={v:.3f}" for k, v in result.answer.timings_ms.items())
+    timing = stream_server_timing(result.answer.timings_ms)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    events = _sse(body.model, result, start.opened, conversation, turn.question, include_usage)
+    tracked = _Tracked(genesis, pending[0] if pending else None)
+    events = _sse(
+        body.model, result, start.opened, conversation, turn.question, include_usage, tracked
+    )
     headers = {**STREAM_HEADERS, "Server-Timing": timing}
     streamed = StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
     rollout_headers(streamed, result.rollout)
     return streamed
+
+
+def _context(client: list[Turn], session: list[Turn]) -> list[Turn]:
+    """The client's own earlier turns when it sent a conversation (OpenAI semantics); else
+    the session's turns, followed by the client's system messages (if any)."""
+    if any(role != "system" for turn in client for role, _ in turn.lines):
+        return client
+    return [*session, *client]
 
 
 def _options(genesis: Genesis, body: ChatBody) -> AnswerOptions:
@@ -351,8 +369,10 @@ async def _sse(
     conversation: Conversation,
     question: str,
     include_usage: bool,
+    tracked: _Tracked,
 ) -> AsyncIterator[bytes]:
-    """The chunks: the role, the text as it comes, the finish, usage, then ``[DONE]``."""
+    """The chunks: the role, the text as it comes, the finish, usage, then ``[DONE]``.
+    The request's event is recorded when the stream ends, however it ends."""
     writer = ChunkWriter(model, include_usage)
     yield writer.delta({"role": "assistant", "content": ""})
     first = result.answer.answer
@@ -369,20 +389,42 @@ async def _sse(
                 last = delta
         await conversation.record(question, "".join(pieces), result.agent)
     except GenesisError as exc:
+        tracked.error = exc
         logger.warning("stream of %s failed after it started: %s", model, short(str(exc)))
         yield error_event(type(exc).__name__, short(str(exc)))
         return
-    except Exception:
+    except Exception as exc:
+        tracked.error = exc
         logger.exception("stream of %s failed after it started", model)
         yield error_event("InternalError", "internal error (logged on the server)")
         return
     finally:
         if opened is not None:
             await opened.aclose()
+        tracked.finish(last.usage)
     yield writer.delta({}, last.finish_reason or "stop")
     if include_usage:
-        yield writer.usage(_stream_usage(result.answer.usage, last.usage, opened))
+        usage = _stream_usage(result.answer.usage, last.usage, opened)
+        yield writer.usage(usage, tracked.extension(result))
     yield DONE
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """The deferred event of one stream, recorded once when the stream ends."""
+
+    genesis: Genesis
+    pending: PendingEvent | None
+    error: BaseException | None = None
+
+    def finish(self, final: Usage | None) -> None:
+        if self.pending is not None:
+            finish_stream(self.genesis, self.pending, final, self.error)
+            self.pending = None
+
+    def extension(self, result: AskResult) -> dict[str, Any]:
+        cost = result.cost.as_dict() if result.cost is not None else None
+        return {"request_id": result.request_id, "cost": cost}
 
 
 def _stream_usage(

@@ -48,8 +48,13 @@ class ChunkWriter:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return event(self._chunk([choice], None))
 
-    def usage(self, usage: dict[str, Any]) -> bytes:
-        return event(self._chunk([], usage))
+    def usage(self, usage: dict[str, Any], genesis: dict[str, Any] | None = None) -> bytes:
+        """The usage chunk; ``genesis`` (the request id and cost) rides along as the same
+        extension field a non-streamed completion has."""
+        chunk = self._chunk([], usage)
+        if genesis is not None:
+            chunk["genesis"] = genesis
+        return event(chunk)
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
         chunk: dict[str, Any] = {

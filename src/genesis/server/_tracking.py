@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -45,6 +46,8 @@ from genesis.server._rollout import failure_fields
 
 if TYPE_CHECKING:
     from genesis.app import AskResult, Genesis
+    from genesis.events import Cost
+    from genesis.llm import Usage
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_COMMENT_CHARS = 2_000
@@ -128,6 +131,58 @@ def _started() -> tuple[float, float]:
 # -- one event per request --------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class PendingEvent:
+    """The event of a streamed answer: recorded by :func:`finish_stream` when the stream
+    ends, because its completion tokens (and so its cost) are known only then."""
+
+    result: AskResult
+    event: RequestEvent
+    began: float  # perf_counter() when the request arrived
+
+
+_deferred: ContextVar[list[PendingEvent] | None] = ContextVar("genesis_deferred", default=None)
+
+
+@contextmanager
+def deferred_tracking(defer: bool = True) -> Iterator[list[PendingEvent]]:
+    """Within this block :func:`track_answer` hands its event back (in the yielded list)
+    instead of recording it; a streaming route finishes it with :func:`finish_stream`."""
+    pending: list[PendingEvent] = []
+    token = _deferred.set(pending if defer else None)
+    try:
+        yield pending
+    finally:
+        _deferred.reset(token)
+
+
+def finish_stream(
+    genesis: Genesis,
+    pending: PendingEvent,
+    final: Usage | None,
+    error: BaseException | None = None,
+) -> Cost:
+    """Price a streamed answer with the stream's final usage and record its event."""
+    usage = pending.result.answer.usage
+    billed = usage.backend_prompt_tokens or usage.prompt_tokens
+    prompt = final.prompt_tokens if final and final.prompt_tokens else billed
+    completion = final.completion_tokens if final else usage.completion_tokens
+    cached = usage.cached_tokens if prompt == usage.prompt_tokens else 0
+    cost = genesis.tracker.cost(pending.event.model, prompt, cached, completion)
+    pending.result.cost = cost
+    genesis.tracker.record(
+        replace(
+            pending.event,
+            completion_tokens=completion,
+            cost_usd=cost.total_usd,
+            latency_ms=round((time.perf_counter() - pending.began) * 1000.0, 3),
+            outcome="error" if error is not None else "ok",
+            error_type=type(error).__name__ if error is not None else None,
+        )
+    )
+    return cost
+
+
 def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = None) -> None:
     """Price ``result``, put its id and cost on it, queue its event (never blocking)."""
     with request_stage("tracking"):
@@ -145,31 +200,34 @@ def track_answer(genesis: Genesis, result: AskResult, session_id: str | None = N
         fallback = facts.fallback_reason if facts else None
         # The rollout's assignment, where the rollout work puts it on the result.
         rollout: dict[str, Any] = getattr(result, "rollout", None) or {}
-        genesis.tracker.record(
-            RequestEvent(
-                ts=ts,
-                request_id=result.request_id,
-                agent=result.agent,
-                model=answer.model,
-                outcome="ok",
-                latency_ms=round(elapsed, 3),
-                prompt_tokens=usage.prompt_tokens,
-                cached_tokens=usage.cached_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost_usd=result.cost.total_usd,
-                session_id=session_id,
-                key_id=principal.key_id if principal else None,
-                experiment=rollout.get("experiment"),
-                variant=rollout.get("variant"),
-                unit_kind=rollout.get("unit_kind"),
-                fallback=fallback is not None,
-                fallback_reason=fallback,
-                cache_l1=tiers.get("l1", 0),
-                cache_l2=tiers.get("l2", 0),
-                cache_miss=tiers.get("miss", 0),
-                abstained=answer.abstained,
-            )
+        event = RequestEvent(
+            ts=ts,
+            request_id=result.request_id,
+            agent=result.agent,
+            model=answer.model,
+            outcome="ok",
+            latency_ms=round(elapsed, 3),
+            prompt_tokens=usage.prompt_tokens,
+            cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=result.cost.total_usd,
+            session_id=session_id,
+            key_id=principal.key_id if principal else None,
+            cache_l1=tiers.get("l1", 0),
+            cache_l2=tiers.get("l2", 0),
+            cache_miss=tiers.get("miss", 0),
+            experiment=rollout.get("experiment"),
+            variant=rollout.get("variant"),
+            unit_kind=rollout.get("unit_kind"),
+            fallback=fallback is not None,
+            fallback_reason=fallback,
+            abstained=answer.abstained,
         )
+        deferred = _deferred.get()
+        if deferred is None:
+            genesis.tracker.record(event)
+        else:
+            deferred.append(PendingEvent(result, event, time.perf_counter() - elapsed / 1000.0))
 
 
 def track_failure(
@@ -222,6 +280,18 @@ def respond(payload: Any, pipeline: dict[str, float] | None = None, depth: int =
     return Response(
         body, media_type="application/json", headers={"Server-Timing": server_timing(stages)}
     )
+
+
+def stream_server_timing(pipeline: dict[str, float]) -> str:
+    """``Server-Timing`` of a streamed answer: the waterfall up to its headers (the first
+    tokens are generated by then; the rest of the stream comes after the header is sent)."""
+    waterfall = current_waterfall()
+    if waterfall is None:
+        return server_timing(pipeline)
+    waterfall.add_pipeline(pipeline)
+    stages = waterfall.finish()
+    record_stages(stages)
+    return server_timing(stages)
 
 
 # -- feedback, usage, tracking admin ------------------------------------------------------

@@ -71,6 +71,12 @@ class EventStoreContract:
         store.write([full])
         assert store.events() == [full]
 
+    def test_a_batch_is_written_all_or_nothing(self, store: EventStore) -> None:
+        broken = replace(event(), agent=None)  # type: ignore[arg-type]
+        with pytest.raises(Exception):  # noqa: B017 - each backend raises its own driver error
+            store.write([event(), broken])
+        assert store.events() == []
+
     def test_events_come_oldest_first(self, store: EventStore) -> None:
         late, early, middle = event(ts=T0 + 2), event(ts=T0), event(ts=T0 + 1)
         store.write([late, early])
