@@ -66,7 +66,13 @@ from genesis.rag import (
     vocabulary,
 )
 from genesis.rollout import LazyRolloutStore, Rollout, unit_for
-from genesis.router import CardEmbeddingCache, HALORouter, RouteDecision, cards_from_profiles
+from genesis.router import (
+    CardEmbeddingCache,
+    HALORouter,
+    RouteDecision,
+    answer_alternates,
+    cards_from_profiles,
+)
 from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -562,6 +568,7 @@ class Genesis:
             history=history,
             options=options,
             generate=(generate_for or self._generator)(decision.agent, finetuned),
+            alternates=[] if collection else self._alternates(decision),
         )
         # Routing embeds the question first (the pipeline then hits the query-embedding
         # cache), so its time belongs in the waterfall.
@@ -576,6 +583,11 @@ class Genesis:
             answer,
             rollout=assignment.as_dict(),
         )
+
+    def _alternates(self, decision: RouteDecision) -> list[str]:
+        """Other collections whose evidence may answer a routed question (none when the
+        caller named the agent)."""
+        return answer_alternates(decision, self.settings.agents)
 
     def _generator(self, agent: str, finetuned: bool) -> Generate | None:
         """The registry's generator for the chosen variant (None: the pipeline's own, as the

@@ -119,3 +119,15 @@ async def test_abstention_can_be_switched_off(demo_home: Path) -> None:
     async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
         result = await genesis.ask(UNANSWERABLE[0], agent="support")
     assert result.answer.abstained is False and result.answer.sources
+
+
+async def test_a_routed_question_weighs_every_collection_but_calls_the_model_once(
+    demo_home: Path, model_server: FakeOpenAIServer
+) -> None:
+    async with Genesis.from_config(
+        "dev", environ={}, overrides=_overrides(demo_home, model_server)
+    ) as genesis:
+        result = await genesis.ask(ANSWERABLE)  # routed: the other collections are weighed too
+    assert result.answer.abstained is False and result.answer.collection == "support"
+    [call] = model_server.calls()
+    assert "180 days" in call["messages"][-1]["content"]  # the context of the chosen collection

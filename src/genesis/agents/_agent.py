@@ -140,12 +140,14 @@ class Agent:
         history: Sequence[Turn] = (),
         options: AnswerOptions | None = None,
         abstain: bool = True,
+        alternates: Sequence[str] = (),
     ) -> RAGAnswer:
         """Answer from this agent's collection (or ``collection``) with its own settings;
         ``generate`` replaces the pipeline's generator for this call; ``history`` is the
         conversation so far; ``options`` override the profile's generation settings;
         ``abstain`` lets weak retrieval evidence end the call with "not in the knowledge
-        base" (counted, with the model call it saved)."""
+        base" (counted, with the model call it saved); ``alternates`` are other collections
+        whose better evidence may answer instead (see `genesis.rag.TokenCachedRAG.answer`)."""
         p, o = self.profile, options or AnswerOptions()
         answer = await self._rag.answer(
             question,
@@ -161,6 +163,7 @@ class Agent:
             history=history,
             stop=o.stop,
             abstain=abstain,
+            alternates=alternates,
         )
         if answer.abstained:
             record_abstained(self.name, saved_call=self._rag.calls_model)

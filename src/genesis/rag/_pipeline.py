@@ -26,6 +26,10 @@ RetrievalMode = Literal["hybrid", "dense", "bm25"]
 # The token cache namespace of conversation turns: no knowledge-base collection can have this
 # name (collection names start with a letter or digit), so clearing a collection keeps them.
 HISTORY_COLLECTION = "_history"
+# An alternate collection answers instead of the routed one only when its evidence score
+# (`genesis.rag.AbstentionPolicy.score`) is higher by this much; chosen on the tuning split
+# (benchmarks/data/answer_quality/tune_questions.jsonl).
+ALTERNATE_MARGIN = 0.05
 
 
 class _Retriever(Protocol):
@@ -180,6 +184,7 @@ class TokenCachedRAG:
         history: Sequence[Turn] = (),
         stop: Sequence[str] = (),
         abstain: bool = True,
+        alternates: Sequence[str] = (),
     ) -> RAGAnswer:
         """Answer ``query`` from ``collection``; see :class:`RAGAnswer`. ``history`` (oldest
         first) is the conversation so far: its turns' token IDs come from the token cache
@@ -187,38 +192,34 @@ class TokenCachedRAG:
 
         With an evidence scorer, the sentences of the prompt's chunks are ranked for the
         question first; unless ``abstain`` is False, weak evidence ends the call there with
-        an abstained answer, and no generator is called.
+        an abstained answer, and no generator is called. ``alternates`` are other collections
+        to weigh too: the answer comes from the one with the best evidence (by a margin of
+        ALTERNATE_MARGIN over ``collection``), and ``collection`` in the result says which.
         """
         query = _check_query(query)
         timer = StageTimer()
-        hits, vector = await self._retrieve(query, collection, top_k, mode or self._mode, timer)
-        chunks = [hit.chunk for hit in hits]
-        with timer.stage("tokens"):
-            lookup, past = await self._token_ids(collection, chunks, history)
-        history_ids = list(past.ids) if past is not None else []
-        hits, lookup = _without_refused(hits, lookup)
-        chunks = [hit.chunk for hit in hits]
         budget = self._budget(budget_tokens, max_tokens)
-        with timer.stage("assemble"):
-            prompt = await self._assembler.assemble(
-                query,
-                chunks,
-                lookup.ids,
-                budget_tokens=budget,
-                history=history,
-                history_ids=history_ids,
-            )
-        request = self._request(query, prompt, hits, model, max_tokens, temperature, timeout_s)
+        settings = _DraftSettings(
+            top_k, mode or self._mode, budget, model, max_tokens, temperature, timeout_s
+        )
+        draft = await self._draft(query, collection, settings, history, timer)
+        for other in dict.fromkeys(c for c in alternates if c != collection):
+            # Another collection may hold the answer (support and documentation describe the
+            # same product): its evidence is weighed like the first's, which keeps a margin.
+            candidate = await self._draft(query, other, settings, history, timer)
+            if _better(candidate, draft):
+                draft = candidate
+        hits, lookup, prompt, request = draft.hits, draft.lookup, draft.prompt, draft.request
         request.stop = list(stop)
-        assessment = await self._assess(query, vector, hits, request, timer)
+        assessment = draft.assessment
         if assessment is not None and abstain and assessment.abstain:
-            result = self._abstained(collection, hits, lookup, prompt, request, timer)
+            result = self._abstained(draft.collection, hits, lookup, prompt, request, timer)
         else:
             request.quotes = assessment.quotes if assessment is not None else []
             with timer.stage("generate"):
                 generation = await (generate or self._generate)(request)
-            result = self._result(query, collection, hits, lookup, prompt, generation, timer)
-            result.usage.cached_tokens += _cached_history_tokens(prompt, past)
+            result = self._result(query, draft.collection, hits, lookup, prompt, generation, timer)
+            result.usage.cached_tokens += _cached_history_tokens(prompt, draft.past)
         if assessment is not None:
             result.evidence = {**assessment.evidence.as_dict(), "score": round(assessment.score, 4)}
         if include_prompt:
@@ -226,6 +227,38 @@ class TokenCachedRAG:
         record_cache_lookups(list(lookup.tiers))
         # Stage metrics are recorded once per request, from the server's whole waterfall.
         return result
+
+    async def _draft(
+        self,
+        query: str,
+        collection: str,
+        settings: _DraftSettings,
+        history: Sequence[Turn],
+        timer: StageTimer,
+    ) -> _Draft:
+        """Retrieve from ``collection``, assemble the prompt and weigh the evidence."""
+        s = settings
+        hits, vector = await self._retrieve(query, collection, s.top_k, s.mode, timer)
+        chunks = [hit.chunk for hit in hits]
+        with timer.stage("tokens"):
+            lookup, past = await self._token_ids(collection, chunks, history)
+        history_ids = list(past.ids) if past is not None else []
+        hits, lookup = _without_refused(hits, lookup)
+        chunks = [hit.chunk for hit in hits]
+        with timer.stage("assemble"):
+            prompt = await self._assembler.assemble(
+                query,
+                chunks,
+                lookup.ids,
+                budget_tokens=s.budget,
+                history=history,
+                history_ids=history_ids,
+            )
+        request = self._request(
+            query, prompt, hits, s.model, s.max_tokens, s.temperature, s.timeout_s
+        )
+        assessment = await self._assess(query, vector, hits, request, timer)
+        return _Draft(collection, hits, lookup, prompt, request, assessment, past)
 
     async def _token_ids(
         self, collection: str, chunks: Sequence[Any], history: Sequence[Turn]
@@ -341,6 +374,37 @@ class TokenCachedRAG:
             collection=collection,
             cache_tiers=_count(lookup.tiers),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _DraftSettings:
+    top_k: int
+    mode: RetrievalMode
+    budget: int
+    model: str | None
+    max_tokens: int
+    temperature: float
+    timeout_s: float
+
+
+@dataclass(slots=True)
+class _Draft:
+    """One collection's retrieval, prompt and evidence, before anything is generated."""
+
+    collection: str
+    hits: list[ScoredChunk]
+    lookup: Any
+    prompt: AssembledPrompt
+    request: GenerationRequest
+    assessment: Assessment | None
+    past: Any  # the history's cache lookup (None without history)
+
+
+def _better(candidate: _Draft, current: _Draft) -> bool:
+    """Whether ``candidate``'s evidence beats ``current``'s by ALTERNATE_MARGIN."""
+    if candidate.assessment is None or current.assessment is None:
+        return False
+    return candidate.assessment.score > current.assessment.score + ALTERNATE_MARGIN
 
 
 _MARKER = re.compile(r"\[(\d+)\]")

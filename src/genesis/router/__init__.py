@@ -1,5 +1,6 @@
 """HALO routing of a task to an agent: explicit name, then rules, then embedding similarity."""
 
+from genesis.router._alternates import answer_alternates
 from genesis.router._card_cache import CardEmbeddingCache
 from genesis.router._cards import cards_from_profiles, default_cards
 from genesis.router._router import (
@@ -17,6 +18,7 @@ from genesis.router._rules import keyword_regex
 from genesis.router._types import AgentCard, RouteDecision, RouteMethod
 
 __all__ = [
+    "answer_alternates",
     "DEFAULT_THRESHOLD",
     "EVIDENCE_MARGIN",
     "KEYWORD_BONUS",
