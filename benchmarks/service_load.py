@@ -388,8 +388,14 @@ def p99_from_buckets(buckets: list[tuple[float, float]]) -> float | None:
 
 
 def counter(delta: dict[str, float], name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return sum(v for k, v in delta.items() if k.startswith(name + "{") and want in k)
+    """The sum of ``name``'s series that carry every one of ``labels`` (in any order: the
+    exposition sorts them)."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        v
+        for k, v in delta.items()
+        if k.startswith(name + "{") and all(w in k[len(name) + 1 : -1].split(",") for w in want)
+    )
 
 
 # -- the run ---------------------------------------------------------------------------------
