@@ -159,3 +159,19 @@ def test_a_failing_store_is_retried_then_counted(caplog: pytest.LogCaptureFixtur
     recorder.close()
     assert recorder.stats().failed == 1
     assert "1 events lost" in caplog.text
+
+
+def test_a_flush_writes_what_is_queued_without_waiting_for_the_batch_interval() -> None:
+    store = GatedStore()
+    # An interval far longer than the flush may wait: only a flush that hurries the writer
+    # can return True (read-your-writes for /v1/usage and the rollout status).
+    recorder = EventRecorder(lambda: store, flush_interval_s=60.0)  # type: ignore[arg-type,return-value]
+    events = [event() for _ in range(3)]
+    for e in events:
+        recorder.record(e)
+    assert recorder.flush(timeout_s=10.0)
+    assert store.written == events
+    recorder.record(event())
+    assert recorder.flush(timeout_s=10.0)  # a second flush hurries the next batch too
+    assert len(store.written) == 4
+    recorder.close()

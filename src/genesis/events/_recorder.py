@@ -80,6 +80,7 @@ class EventRecorder:
         self._store_lock = threading.Lock()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._hurry = threading.Event()  # a flush is waiting: write what is queued now
         self._closed = False
         self._thread: threading.Thread | None = None
         self._written = self._dropped = self._failed = self._batches = 0
@@ -125,6 +126,7 @@ class EventRecorder:
         Blocking: call it off the event loop."""
         with self._lock:
             target = self._accepted
+        self._hurry.set()
         with self._done:
             return self._done.wait_for(lambda: self._written + self._failed >= target, timeout_s)
 
@@ -162,8 +164,8 @@ class EventRecorder:
         self._drain()
 
     def _next_batch(self) -> list[RequestEvent]:
-        """Wait for a first event, then gather more until the batch is full or
-        ``flush_interval_s`` has passed since that first one."""
+        """Wait for a first event, then gather more until the batch is full, a flush is
+        waiting, or ``flush_interval_s`` has passed since that first one."""
         try:
             first = self._queue.get(timeout=self._interval)
         except queue.Empty:
@@ -173,8 +175,12 @@ class EventRecorder:
         deadline = time.monotonic() + self._interval
         while len(batch) < self._batch_max:
             left = deadline - time.monotonic()
-            if left <= 0 or self._stop.is_set():
+            if left <= 0 or self._stop.is_set() or self._hurry.is_set():
+                # Cleared before taking: whatever a waiting flush counted is queued by now.
+                self._hurry.clear()
                 batch.extend(self._take(self._batch_max - len(batch)))
+                if not self._queue.empty():
+                    self._hurry.set()  # a full batch: the rest goes at once too
                 break
             try:
                 item = self._queue.get(timeout=min(left, 0.05))

@@ -50,7 +50,7 @@ def add_rollout_routes(app: APIRouter, genesis: Genesis) -> None:
     @app.get("/admin/rollout/{agent}")
     async def rollout_status(agent: Name) -> dict[str, Any]:
         # Read your own writes: this process's queued events reach the store first.
-        await genesis.tracker.flush(timeout_s=2.0)
+        await genesis.tracker.flush(timeout_s=10.0)
         # Database reads and statistics: off the loop.
         return await asyncio.to_thread(genesis.rollout.status, agent)
 
