@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from genesis.app import AskResult, Genesis  # noqa: E402
 
-FEATURES = ("dense", "lexical", "sentence", "coverage", "known", "names")
+FEATURES = ("dense", "lexical", "sentence", "coverage", "known", "names", "best")
 DATA = Path(__file__).resolve().parent / "data" / "answer_quality"
 # The most answerable tuning questions the threshold may abstain on (the target on the test
 # split is 0.05; a little is kept in hand for unseen questions).

@@ -230,8 +230,11 @@ async def test_cached_chunks_cost_no_tokenizer_hop_for_them(
     executor.calls.clear()
     again = await parts.rag.answer(QUESTION, "support", top_k=4)
     assert again.cache_tiers == {"l1": 4}
-    # embed, search, the query segment, the answer: the chunks came from L1.
-    assert executor.calls.count("SegmentEncoder._encode_sync") == 1
+    # embed, search, the answer: the chunks came from L1, and the assembler kept the
+    # question segment's IDs (it is assembled once per collection weighed).
+    assert executor.calls.count("SegmentEncoder._encode_sync") == 0
+    await parts.rag.answer(QUESTION + " Thanks.", "support", top_k=4)
+    assert executor.calls.count("SegmentEncoder._encode_sync") == 1  # a new question
 
 
 async def test_an_injected_async_query_embedder_replaces_the_executor_hop(

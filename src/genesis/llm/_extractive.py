@@ -18,6 +18,7 @@ The answer quotes the best sentences, best first, without near-duplicates.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -42,6 +43,8 @@ _MIN_CHARS, _MAX_CHARS = 15, 600
 SEMANTIC_WEIGHT, LEXICAL_WEIGHT, POSITION_WEIGHT = 0.6, 0.3, 0.1
 # Two sentences with this Jaccard overlap of their terms say the same thing: one is enough.
 _NEAR_DUPLICATE = 0.6
+# Chunk texts whose sentences are kept split (a few MB at most).
+_PARTS_CACHE = 8192
 
 _STOP_WORDS = frozenset(
     """a about above after again all also am an and any are as at be because been before being
@@ -243,14 +246,21 @@ def _near_duplicate(a: Sentence, b: Sentence) -> bool:
 
 
 def _sentences(context: int, text: str) -> list[Sentence]:
-    out: list[Sentence] = []
+    return [Sentence(context, i, piece, words) for i, (piece, words) in enumerate(_parts(text))]
+
+
+@functools.lru_cache(maxsize=_PARTS_CACHE)
+def _parts(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    # The same chunks come back for many questions (and for every collection weighed):
+    # their quotable sentences and terms are worked out once per text.
+    out: list[tuple[str, frozenset[str]]] = []
     for line in prose_lines(text):
         for piece in _SENTENCE_END.split(line):
             piece = piece.strip()
             words = frozenset(terms(piece))
             if _quotable(piece) and words:
-                out.append(Sentence(context, len(out), piece, words))
-    return out
+                out.append((piece, words))
+    return tuple(out)
 
 
 def _quotable(piece: str) -> bool:

@@ -46,6 +46,8 @@ from genesis.tokens._protocol import TokenIds, as_token_ids
 from genesis.tokens._segments import SegmentEncoder, normalize_segment
 
 logger = logging.getLogger(__name__)
+# Questions whose segment IDs the assembler keeps (one question is assembled per collection).
+_QUERY_IDS_KEPT = 256
 
 _SEGMENT_MEMO = 4096  # chunk segment texts kept (a few MB at most)
 # Prompts longer than this are built in the CPU executor. Measured here: building (concatenate,
@@ -175,6 +177,9 @@ class PromptAssembler:
         # (chunk id, content hash, heading) -> segment text: the pipeline (cache keys) and
         # the layout (prompt text) both need it for every chunk of every request.
         self._segment_texts: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        # Question segment -> its IDs: a routed question is assembled once per collection
+        # weighed (`genesis.rag.TokenCachedRAG.answer`), so it is tokenized once.
+        self._query_ids: OrderedDict[str, TokenIds] = OrderedDict()
 
     @property
     def template(self) -> PromptTemplate:
@@ -255,7 +260,7 @@ class PromptAssembler:
         if not self._fixed:
             await self.warm_up()
         query_text = self.query_segment_text(query)
-        [query_ids] = await self._encoder.encode_batch([query_text])
+        query_ids = await self._encode_query(query_text)
         room = self._room(budget_tokens, len(query_ids))
         header = len(self._fixed["history"].ids)
         kept, used = pick_recent(history_ids, int(room * HISTORY_SHARE), header)
@@ -271,6 +276,18 @@ class PromptAssembler:
         prompt.history_turns, prompt.history_dropped = len(kept), len(history) - len(kept)
         prompt.history_kept = kept
         return prompt
+
+    async def _encode_query(self, text: str) -> TokenIds:
+        """The IDs of a question segment, kept for the last _QUERY_IDS_KEPT questions."""
+        ids = self._query_ids.get(text)
+        if ids is None:
+            [ids] = await self._encoder.encode_batch([text])
+            self._query_ids[text] = ids
+            while len(self._query_ids) > _QUERY_IDS_KEPT:
+                self._query_ids.popitem(last=False)
+        else:
+            self._query_ids.move_to_end(text)
+        return ids
 
     def messages(self, assembled: AssembledPrompt) -> list[Message]:
         """The prompt as chat messages: the system piece, then the rest as the user's turn.

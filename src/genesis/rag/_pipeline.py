@@ -27,7 +27,7 @@ RetrievalMode = Literal["hybrid", "dense", "bm25"]
 # name (collection names start with a letter or digit), so clearing a collection keeps them.
 HISTORY_COLLECTION = "_history"
 # An alternate collection answers instead of the routed one only when its evidence score
-# (`genesis.rag.AbstentionPolicy.score`) is higher by this much; chosen on the tuning split
+# (`genesis.rag.Assessment.choice`) is higher by this much; chosen on the tuning split
 # (benchmarks/data/answer_quality/tune_questions.jsonl).
 ALTERNATE_MARGIN = 0.05
 
@@ -404,7 +404,7 @@ def _better(candidate: _Draft, current: _Draft) -> bool:
     """Whether ``candidate``'s evidence beats ``current``'s by ALTERNATE_MARGIN."""
     if candidate.assessment is None or current.assessment is None:
         return False
-    return candidate.assessment.score > current.assessment.score + ALTERNATE_MARGIN
+    return candidate.assessment.choice > current.assessment.choice + ALTERNATE_MARGIN
 
 
 _MARKER = re.compile(r"\[(\d+)\]")
