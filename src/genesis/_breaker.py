@@ -40,7 +40,49 @@ BreakerState = Literal["closed", "open", "half_open"]
 Clock = Callable[[], float]
 
 
-class CircuitBreaker:
+class _OpenHalfOpen:
+    """What both breakers share: open for ``reset_timeout_s``, then half-open with one probe
+    at a time (a probe that never reports is replaced after another ``reset_timeout_s``).
+    Subclasses decide when to open and close; they set ``_opened_at`` and ``_probe_at``."""
+
+    reset_timeout_s: float
+    name: str
+    _clock: Clock
+    _opened_at: float | None
+    _probe_at: float | None
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at < self.reset_timeout_s:
+            return "open"
+        return "half_open"
+
+    def allow(self) -> bool:
+        """Whether the next operation may run (when half-open, it becomes the probe)."""
+        state = self.state
+        if state != "half_open":
+            return state == "closed"
+        now = self._clock()
+        if self._probe_at is not None and now - self._probe_at < self.reset_timeout_s:
+            return False
+        if self._probe_at is None:
+            self._log("open", "half_open")
+        self._probe_at = now
+        return True
+
+    def release_probe(self) -> None:
+        """The half-open probe ended without a verdict (cancelled, e.g. its client went
+        away): let the next caller probe at once instead of waiting ``reset_timeout_s``
+        for a verdict that will never come."""
+        self._probe_at = None
+
+    def _log(self, old: BreakerState, new: BreakerState) -> None:
+        raise NotImplementedError
+
+
+class CircuitBreaker(_OpenHalfOpen):
     """closed -> (``failure_threshold`` consecutive failures) -> open -> (``reset_timeout_s``
     later) half_open: ONE probe is let through; its success closes the circuit, its failure
     opens it again. A probe that ends without a verdict is released with
@@ -72,33 +114,6 @@ class CircuitBreaker:
         self._probe_at: float | None = None
         self.opened_count = 0
         record_breaker_state(name, "closed")  # the series exists before the first failure
-
-    @property
-    def state(self) -> BreakerState:
-        if self._opened_at is None:
-            return "closed"
-        if self._clock() - self._opened_at < self.reset_timeout_s:
-            return "open"
-        return "half_open"
-
-    def allow(self) -> bool:
-        """Whether the next operation may run (when half-open, it becomes the probe)."""
-        state = self.state
-        if state != "half_open":
-            return state == "closed"
-        now = self._clock()
-        if self._probe_at is not None and now - self._probe_at < self.reset_timeout_s:
-            return False
-        if self._probe_at is None:
-            self._log("open", "half_open")
-        self._probe_at = now
-        return True
-
-    def release_probe(self) -> None:
-        """The half-open probe ended without a verdict (cancelled, e.g. its client went
-        away): let the next caller probe at once instead of waiting ``reset_timeout_s``
-        for a verdict that will never come."""
-        self._probe_at = None
 
     def record_success(self) -> None:
         self._failures = 0
@@ -171,7 +186,7 @@ class KeyedCircuitBreaker(_Keyed["CircuitBreaker"]):
         )
 
 
-class RateCircuitBreaker:
+class RateCircuitBreaker(_OpenHalfOpen):
     """A breaker that opens on a failure *rate*, as resilience4j's count-based one does.
 
     The last ``window`` verdicts are kept; once at least ``min_calls`` of them are in, the
@@ -211,32 +226,8 @@ class RateCircuitBreaker:
         record_breaker_state(name, "closed")  # the series exists before the first failure
 
     @property
-    def state(self) -> BreakerState:
-        if self._opened_at is None:
-            return "closed"
-        if self._clock() - self._opened_at < self.reset_timeout_s:
-            return "open"
-        return "half_open"
-
-    @property
     def observed_failure_rate(self) -> float:
         return self._failures / len(self._verdicts) if self._verdicts else 0.0
-
-    def allow(self) -> bool:
-        """Whether the next operation may run (when half-open, it becomes the probe)."""
-        state = self.state
-        if state != "half_open":
-            return state == "closed"
-        now = self._clock()
-        if self._probe_at is not None and now - self._probe_at < self.reset_timeout_s:
-            return False
-        if self._probe_at is None:
-            self._log("open", "half_open")
-        self._probe_at = now
-        return True
-
-    def release_probe(self) -> None:
-        self._probe_at = None
 
     def record_success(self) -> None:
         if self._opened_at is not None:
