@@ -405,6 +405,8 @@ def serve(
             bind,
             port if port is not None else settings.server.port,
             workers=workers,
+            loop=settings.server.loop,
+            http=settings.server.http,
         )
     except GenesisError as exc:
         _fail(exc)

@@ -185,6 +185,14 @@ class ServerSettings(_Model):
     retry_after_s: float = Field(1.0, gt=0, le=3600)
     # The QA and SE-Darwin agents run code a client sent: off unless a deployment opts in.
     allow_code_execution: bool = False
+    # The event loop and HTTP parser uvicorn runs: "auto" takes uvloop and httptools (C
+    # implementations, installed with Genesis) and falls back to asyncio and h11.
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    http: Literal["auto", "h11", "httptools"] = "auto"
+    # How long a thread may hold the GIL while another waits for it (CPython's switch
+    # interval, 5 ms by default): an executor thread's pure-Python step holds the event loop
+    # up to this long each time the loop wants to run.
+    gil_switch_interval_ms: float = Field(1.0, gt=0, le=100)
 
 
 Scope = Literal["query", "run", "admin"]

@@ -146,3 +146,26 @@ def test_served_connections_get_tcp_nodelay_whatever_the_listening_socket() -> N
             set_nodelay(accepted)
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     assert "set_nodelay" in NoDelayH11Protocol.connection_made.__code__.co_names
+
+
+def test_http_protocol_defaults_to_httptools_with_nodelay_and_names_a_bad_choice() -> None:
+    from genesis.server._workers import NoDelayH11Protocol, NoDelayHttpToolsProtocol, http_protocol
+
+    assert http_protocol("auto") is NoDelayHttpToolsProtocol  # httptools is a dependency
+    assert http_protocol("httptools") is NoDelayHttpToolsProtocol
+    assert http_protocol("h11") is NoDelayH11Protocol
+    assert "set_nodelay" in NoDelayHttpToolsProtocol.connection_made.__code__.co_names
+    with pytest.raises(ConfigError, match="server.http"):
+        http_protocol("spdy")
+
+
+def test_a_served_app_sets_the_gil_switch_interval_from_the_settings() -> None:
+    from genesis.server._workers import build_app
+
+    before = sys.getswitchinterval()
+    try:
+        overrides = {"server.gil_switch_interval_ms": "2.5"}
+        build_app(ServeOptions(overrides=overrides))
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    finally:
+        sys.setswitchinterval(before)
