@@ -26,6 +26,9 @@ resolution: the bound of the bucket that holds the 99th percentile); ``breaker_o
 counts token-cache breaker openings over the whole run (Redis stays healthy);
 ``redis_hit_share`` is L2 hits / (L2 hits + misses) of chunk lookups in the last phase.
 ``errors`` counts responses other than 200 and failed requests in all phases.
+
+The server runs with ``auth.rate_limits.enabled=false``: every client here comes from one
+address, whose rate limit (100 requests/s by default) would otherwise answer 429.
 """
 
 from __future__ import annotations
@@ -410,6 +413,9 @@ async def measure(
         "llm.backend=completions",
         f"llm.base_url={llm_url}",
         f"redis.url={redis_url}",
+        # One load generator is one client address: the per-client rate limit (100/s)
+        # would measure the limiter (429s), not the service. --server-set can turn it back on.
+        "auth.rate_limits.enabled=false",
         *args.server_set,
     ]
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
