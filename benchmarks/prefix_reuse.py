@@ -21,7 +21,8 @@ a fixed number of blocks per replica, blocks of running requests pinned (``--con
 requests in flight), freed blocks returned in reverse order to an LRU free queue whose head is
 evicted first. Decode blocks are not modelled (answers are not reused across requests).
 
-Reported: the share of prompt tokens served from the simulated cache; for 4 replicas, each
+Reported: the share of prompt tokens served from the simulated cache; for 4 replicas (at Zipf
+1.2 as ``replicas_4``, and at Zipf 0.8 as ``replicas_4_zipf_0.8``), each
 routing policy of :class:`genesis.llm.ReplicaRouter` driven with real in-flight counts, and
 ``max_over_mean_load`` (requests served by the busiest replica over the mean) for
 prefix_affinity.
@@ -276,6 +277,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         )
         out[f"zipf_{skew}"] = result
         print(f"zipf {skew}: {result}", flush=True)
+    questions_08 = _workload(intents, 0.8, args.requests, args.phrasings, args.seed)
+    out["replicas_4_zipf_0.8"] = await _fleet(prompts, questions_08, args.blocks, args)
+    print(f"4 replicas, zipf 0.8: {out['replicas_4_zipf_0.8']}", flush=True)
     questions = _workload(intents, 1.2, args.requests, args.phrasings, args.seed)
     out["replicas_4"] = await _fleet(prompts, questions, args.blocks, args)
     print(f"4 replicas, zipf 1.2: {out['replicas_4']}", flush=True)

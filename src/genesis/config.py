@@ -136,6 +136,10 @@ class LLMSettings(_Model):
     replica_load_factor: float = Field(1.25, ge=1)
     replica_prefix_blocks: int = Field(8, ge=1, le=4096)
     replica_max_tries: int = Field(3, ge=1, le=64)
+    # A replica whose breaker is open is checked (GET /v1/models) every this many seconds once
+    # its reset timeout has passed, so it comes back without a user's request as the probe.
+    # 0 turns the checks off (the next request after the reset timeout probes it).
+    replica_health_interval_s: float = Field(2.0, ge=0, le=3600)
 
 
 class ModelNames(_Model):

@@ -297,3 +297,87 @@ async def test_a_stream_follows_affinity_and_fails_over_before_its_first_piece(
     assert _served_by(servers)[first] == 2 and sum(_served_by(servers)) == 3
     assert all(r.in_flight == 0 for r in backend.router.replicas)
     await backend.aclose()
+
+
+async def _down_after_one_call(
+    backend: ReplicatedCompletionsBackend, servers: list[FakeOpenAIServer], ids: np.ndarray
+) -> tuple[int, int]:
+    """Serve one request, stop the replica that served it, and let the next request open its
+    breaker; returns the replica's index and port."""
+    await backend.generate(_request(ids))
+    home = _served_by(servers).index(1)
+    port = int(servers[home].base_url.rsplit(":", 1)[1])
+    servers[home].__exit__(None, None, None)
+    await backend.generate(_request(ids))
+    assert backend.router.replicas[home].breaker.state == "open"
+    return home, port
+
+
+@pytest.mark.integration
+async def test_a_recovered_replica_is_taken_back_by_a_health_check_not_a_request(
+    servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> None:
+    clock = Clock()
+    urls = [s.base_url for s in servers]
+    backend = ReplicatedCompletionsBackend(
+        urls, prefix_blocks=4, breaker=BreakerSettings(reset_timeout_s=10), clock=clock,
+        health_interval_s=0,  # checks driven by hand here
+    )  # fmt: skip
+    ids = await _ids(gpt2, BASE + "Question: how?")
+    home, port = await _down_after_one_call(backend, servers, ids)
+    breaker = backend.router.replicas[home].breaker
+
+    assert await backend.check_replicas() == 0  # within the reset timeout: not probed
+    clock.now += 10
+    assert await backend.check_replicas(timeout_s=1) == 0  # still down: open again
+    assert breaker.state == "open"
+
+    with FakeOpenAIServer(gpt2, MODELS, port=port) as back:
+        clock.now += 10
+        assert await backend.check_replicas(timeout_s=5) == 1
+        assert breaker.state == "closed"
+        assert back.calls(endpoint="completions") == []  # no user's request was the probe
+        await backend.generate(_request(ids))
+        assert len(back.calls(endpoint="completions")) == 1  # affinity is back at once
+    await backend.aclose()
+
+
+@pytest.mark.integration
+async def test_the_background_check_brings_a_replica_back_while_no_request_comes(
+    servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> None:
+    urls = [s.base_url for s in servers]
+    backend = ReplicatedCompletionsBackend(
+        urls, prefix_blocks=4, breaker=BreakerSettings(reset_timeout_s=0.2), health_interval_s=0.05
+    )
+    ids = await _ids(gpt2, BASE + "Question: how?")
+    home, port = await _down_after_one_call(backend, servers, ids)
+    with FakeOpenAIServer(gpt2, MODELS, port=port) as back:
+        deadline = time.monotonic() + 30
+        while backend.router.replicas[home].breaker.state != "closed":
+            assert time.monotonic() < deadline, "the health check never took the replica back"
+            await asyncio.sleep(0.05)
+        assert back.calls(endpoint="completions") == []
+    await backend.aclose()
+    assert backend._health_task is None
+
+
+@pytest.mark.integration
+async def test_a_readiness_ping_is_a_half_open_replicas_probe(
+    servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> None:
+    clock = Clock()
+    urls = [s.base_url for s in servers]
+    backend = ReplicatedCompletionsBackend(
+        urls, prefix_blocks=4, breaker=BreakerSettings(reset_timeout_s=10), clock=clock,
+        health_interval_s=0,
+    )  # fmt: skip
+    ids = await _ids(gpt2, BASE + "Question: how?")
+    home, port = await _down_after_one_call(backend, servers, ids)
+    with FakeOpenAIServer(gpt2, MODELS, port=port):
+        assert (await backend.ping())["replicas_up"] == 3
+        assert backend.router.replicas[home].breaker.state == "open"  # not yet due
+        clock.now += 10
+        await backend.ping()
+        assert backend.router.replicas[home].breaker.state == "closed"
+    await backend.aclose()

@@ -60,4 +60,5 @@ def replica_options(llm: LLMSettings) -> dict[str, Any]:
         "load_factor": llm.replica_load_factor,
         "prefix_blocks": llm.replica_prefix_blocks,
         "max_tries": llm.replica_max_tries,
+        "health_interval_s": llm.replica_health_interval_s,
     }

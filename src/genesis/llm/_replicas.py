@@ -16,8 +16,15 @@ Routing (``ReplicaRouter``, pure and synchronous so a simulation can drive it):
 
 Health: each replica has a rate breaker (:class:`genesis._breaker.RateCircuitBreaker`) fed one
 verdict per call; a refused connection opens it at once (the replica is down, not flaky). An
-open replica is skipped; after ``reset_timeout_s`` one request probes it and a success takes it
-back. Replicas whose breaker is open are still tried last when no other is left.
+open replica is skipped. After ``reset_timeout_s`` it is half-open, and whichever comes first
+takes the one probe: a background check (``GET /v1/models`` every ``health_interval_s``,
+started with the first call) or a request. A successful probe takes the replica back, so a
+replica that recovers while no traffic comes is back before the next request, and no user's
+request has to be the probe. A readiness ping that reaches a half-open replica counts as its
+probe too. Replicas whose breaker is open are still tried last when no other is left.
+
+A check that lists the models proves the server is up, not that it generates: a replica that
+answers ``/v1/models`` but fails its completions is opened again by its failure rate.
 
 ``ReplicatedCompletionsBackend.generate`` tries up to ``max_tries`` replicas within the
 request's timeout before it raises, so the model registry retries or falls back to the baseline
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hashlib
 import logging
 import math
@@ -230,11 +238,16 @@ class ReplicatedCompletionsBackend:
         prefix_blocks: int = 8,
         max_tries: int = 3,
         breaker: BreakerSettings | None = None,
+        health_interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         specs = [ReplicaSpec(r) if isinstance(r, str) else r for r in replicas]
         if max_tries < 1:
             raise ConfigError(f"llm.replica_max_tries must be >= 1, got {max_tries}")
+        if health_interval_s < 0:
+            raise ConfigError(
+                f"llm.replica_health_interval_s must be >= 0, got {health_interval_s}"
+            )
         self.router = ReplicaRouter(
             specs,
             policy=policy,
@@ -245,6 +258,8 @@ class ReplicatedCompletionsBackend:
         )
         self._backends = [CompletionsBackend(s.url, api_key=api_key, client=client) for s in specs]
         self._max_tries = max_tries
+        self._health_interval_s = health_interval_s
+        self._health_task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -269,8 +284,14 @@ class ReplicatedCompletionsBackend:
 
     async def ping(self) -> dict[str, Any]:
         """Readiness: ``GET /v1/models`` on every replica at once; raises the last replica's
-        ``LLMError`` when none answers, else reports how many did and each one's health."""
+        ``LLMError`` when none answers, else reports how many did and each one's health.
+        A half-open replica's answer is its probe (a success takes it back)."""
+        replicas = self.router.replicas
+        probing = [r.breaker.state == "half_open" and r.breaker.allow() for r in replicas]
         results = await asyncio.gather(*(b.ping() for b in self._backends), return_exceptions=True)
+        for replica, probe, result in zip(replicas, probing, results, strict=True):
+            if probe:
+                _probe_verdict(replica, result)
         report = self.health()
         for row, result in zip(report, results, strict=True):
             row["up"] = not isinstance(result, BaseException)
@@ -278,6 +299,40 @@ class ReplicatedCompletionsBackend:
         if len(errors) == len(results):
             raise errors[-1]
         return {"replicas_up": len(results) - len(errors), "replicas": report}
+
+    async def check_replicas(self, timeout_s: float = 2.0) -> int:
+        """Probe every replica whose breaker is half-open (and whose probe is free) with
+        ``GET /v1/models``, at once; returns how many came back."""
+        due = [r for r in self.router.replicas if r.breaker.state == "half_open"]
+        due = [r for r in due if r.breaker.allow()]
+        if not due:
+            return 0
+        pings = (asyncio.wait_for(self._backends[r.index].ping(), timeout_s) for r in due)
+        results = await asyncio.gather(*pings, return_exceptions=True)
+        for replica, result in zip(due, results, strict=True):
+            _probe_verdict(replica, result)
+        back = sum(1 for r in due if r.breaker.state == "closed")
+        if back:
+            logger.info("%d replica(s) back after a health check", back)
+        return back
+
+    def _ensure_health_checks(self) -> None:
+        """Start the background checks on the running loop (once; again after a failure)."""
+        if self._health_interval_s <= 0 or len(self.router.replicas) < 2:
+            return
+        if self._health_task is not None and not self._health_task.done():
+            return
+        self._health_task = asyncio.get_running_loop().create_task(
+            self._health_loop(), name="replica-health"
+        )
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_interval_s)
+            try:
+                await self.check_replicas(timeout_s=max(0.5, self._health_interval_s))
+            except Exception:  # keep checking: one bad round must not end the loop
+                logger.exception("replica health check failed")
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Serve ``request`` on the routed replica, failing over to others within its timeout.
@@ -288,6 +343,7 @@ class ReplicatedCompletionsBackend:
         """
         if request.prompt_ids is None or len(request.prompt_ids) == 0:
             completions_payload(request)  # raises the backend's own LLMBadRequestError
+        self._ensure_health_checks()
         deadline = time.monotonic() + request.timeout_s
         last: LLMError | None = None
         for replica in self._attempts(request, deadline):
@@ -302,6 +358,7 @@ class ReplicatedCompletionsBackend:
         a replica has sent text, its errors end the stream (no other replica takes over)."""
         if request.prompt_ids is None or len(request.prompt_ids) == 0:
             completions_payload(request)
+        self._ensure_health_checks()
         deadline = time.monotonic() + request.timeout_s
         last: LLMError | None = None
         for replica in self._attempts(request, deadline):
@@ -390,6 +447,11 @@ class ReplicatedCompletionsBackend:
         return generation
 
     async def aclose(self) -> None:
+        task, self._health_task = self._health_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for backend in self._backends:
             await backend.aclose()
 
@@ -398,6 +460,17 @@ class ReplicatedCompletionsBackend:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _probe_verdict(replica: Replica, result: object) -> None:
+    """A health probe's outcome: an answer closes the breaker, an error opens it again, and
+    anything else (cancelled) frees the probe for the next caller."""
+    if not isinstance(result, BaseException):
+        replica.breaker.record_success()
+    elif isinstance(result, (LLMError, TimeoutError)):
+        replica.breaker.record_failure()
+    else:
+        replica.breaker.release_probe()
 
 
 def _record_failure(replica: Replica, exc: LLMError) -> None:
