@@ -3,6 +3,7 @@
     python benchmarks/answer_quality.py --json out.json              # the TEST split (reported)
     python benchmarks/answer_quality.py --json tune.json --split tune
     python benchmarks/answer_quality.py --json cal.json --calibrate  # choose the threshold on TUNE
+    python benchmarks/answer_quality.py --json r.json --routing-only # routing tasks only
 
 Every question goes through ``Genesis.ask`` (routing, retrieval, abstention, the offline
 extractive answerer) in one process, on a fresh home with the demo knowledge base. Writes
@@ -129,6 +130,17 @@ async def run_split(split: str, home: Path, *, abstain: bool = True) -> dict[str
     return result
 
 
+async def run_routing_split(split: str, home: Path) -> dict[str, Any]:
+    """Only the split's routing tasks (reads no question file), with the demo knowledge base
+    ingested: close calls weigh each collection's retrieval evidence."""
+    tasks = load(DATA / f"{split}_routing.jsonl")
+    async with Genesis.from_config("dev", environ={}, overrides={"home": str(home)}) as genesis:
+        await genesis.ensure_demo()
+        routing = await run_routing(genesis, tasks)
+    summary = {"n": routing["n"], "accuracy": routing["accuracy"]}
+    return {"split": split, "routing": summary, "misses": {"routing": routing["errors"]}}
+
+
 def calibrate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Weights (a grid over the simplex, step STEP) and threshold for AbstentionPolicy.
 
@@ -186,6 +198,12 @@ def _simplex(parts: int, steps: int) -> list[tuple[float, ...]]:
 
 
 def _print(result: dict[str, Any]) -> None:
+    if "answerable" not in result:  # --routing-only
+        r = result["routing"]
+        print(f"split {result['split']}: {r['n']} routing tasks, routing {r['accuracy']:.3f}")
+        for miss in result["misses"]["routing"]:
+            print(f"  MISS routing: {miss['task']!r} -> {miss['got']!r} ({miss['reason']})")
+        return
     a, u, r = result["answerable"], result["unanswerable"], result["routing"]
     print(f"split {result['split']}: {a['n']} answerable, {u['n']} unanswerable, {r['n']} routing")
     print(
@@ -205,11 +223,17 @@ def main() -> None:
     parser.add_argument("--split", choices=["tune", "test"], default="test")
     parser.add_argument("--home", type=Path, default=None, help="default: a fresh temp folder")
     parser.add_argument("--calibrate", action="store_true", help="choose the threshold on tune")
+    parser.add_argument("--routing-only", action="store_true", help="only the routing tasks")
     args = parser.parse_args()
+    if args.routing_only and args.calibrate:
+        parser.error("--calibrate needs the questions, not --routing-only")
     split = "tune" if args.calibrate else args.split
     with tempfile.TemporaryDirectory(prefix="genesis-quality-") as tmp:
         home = args.home or Path(tmp)
-        result = asyncio.run(run_split(split, home, abstain=not args.calibrate))
+        if args.routing_only:
+            result = asyncio.run(run_routing_split(split, home))
+        else:
+            result = asyncio.run(run_split(split, home, abstain=not args.calibrate))
     if args.calibrate:
         result["calibration"] = calibrate(result["rows"])
         print(json.dumps(result["calibration"], indent=2))

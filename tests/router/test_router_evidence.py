@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from genesis.config import load_settings
-from genesis.router import EVIDENCE_MARGIN, AgentCard, HALORouter, cards_from_profiles
+from genesis.router import (
+    EVIDENCE_MARGIN,
+    EVIDENCE_WEIGHT,
+    OFF_TOPIC_EVIDENCE,
+    AgentCard,
+    HALORouter,
+    cards_from_profiles,
+)
 
 
 def bag_of_words(text: str) -> np.ndarray:
@@ -75,6 +82,35 @@ def test_a_close_call_goes_to_the_agent_whose_collection_matches_better() -> Non
         assert "close call" in decision.reason
 
 
+def test_evidence_weighs_less_than_the_card_fit() -> None:
+    task = "money recipes"  # one word of each card: billing fits a little better
+    sims = router().similarities(task)
+    gap = sims["billing"] - sims["cooking"]
+    assert 0 < gap < EVIDENCE_MARGIN
+    # Evidence for cooking better by more than the gap, but not by gap / EVIDENCE_WEIGHT:
+    # at full weight it would win; at EVIDENCE_WEIGHT the card fit still decides.
+    kept = Evidence({"billing": 0.5, "cooking": 0.5 + 0.9 * gap / EVIDENCE_WEIGHT, "weather": 0})
+    assert kept.scores["cooking"] - kept.scores["billing"] > gap
+    assert router(kept).route(task).agent == "billing"
+    flipped = Evidence({"billing": 0.5, "cooking": 0.5 + 1.1 * gap / EVIDENCE_WEIGHT, "weather": 0})
+    assert router(flipped).route(task).agent == "cooking"
+
+
+def test_a_task_below_the_threshold_goes_where_a_collection_matches_it() -> None:
+    task = "how long until the thing is ready"  # no card word: every similarity ~0
+    assert max(router().similarities(task).values()) < 0.3
+    matched = Evidence({"billing": 0.1, "cooking": OFF_TOPIC_EVIDENCE + 0.05, "weather": 0.1})
+    decision = router(matched).route(task)
+    assert (decision.agent, decision.method) == ("cooking", "similarity")
+    assert "below the threshold" in decision.reason
+    unmatched = Evidence(
+        dict.fromkeys(("billing", "cooking", "weather"), OFF_TOPIC_EVIDENCE - 0.05)
+    )
+    decision = router(unmatched).route(task)
+    assert (decision.agent, decision.method) == ("billing", "default")
+    assert unmatched.asked  # the off-topic verdict was checked against the collections
+
+
 async def test_route_async_asks_for_evidence_off_the_loop_only_on_close_calls() -> None:
     evidence = Evidence({"billing": 0.1, "cooking": 0.9, "weather": 0.0})
     r = router(evidence)
@@ -111,6 +147,32 @@ def test_a_seventh_agent_is_a_profile_only() -> None:
     ],
 )
 def test_default_cards_route_the_issue_examples(task: str, agent: str) -> None:
+    from genesis.knowledge import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    settings = load_settings("dev", environ={})
+    r = HALORouter(
+        cards_from_profiles(settings.agents.values()),
+        embed=embedder.embed_query,
+        default_agent="support",
+    )
+    assert r.route(task).agent == agent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "agent"),
+    [
+        # One keyword ("refund") of another agent against a clearly better card fit.
+        ("Generate a test module for the refund calculation with parametrized cases", "qa"),
+        # "a missing test for the new branch" names a test; it does not ask for one.
+        (
+            "What severity should I give a comment about a missing test for the new branch?",
+            "code_review",
+        ),
+    ],
+)
+def test_default_cards_let_the_request_outweigh_a_word(task: str, agent: str) -> None:
     from genesis.knowledge import MiniLMEmbedder
 
     embedder = MiniLMEmbedder()

@@ -33,13 +33,22 @@ _F32 = npt.NDArray[np.float32]
 # most 0.19 and in-domain tasks mostly above 0.25 (benchmarks/router_accuracy.py).
 DEFAULT_THRESHOLD = 0.22
 # A matched keyword adds this to its agent's similarity (two at most): a topic word helps, but
-# a card that fits the task clearly better still wins ("webhook" in a support question).
-KEYWORD_BONUS = 0.2
+# a card that fits the task better by more than this still wins ("refund" in a request for
+# tests, "pagination" in a question about contract tests).
+KEYWORD_BONUS = 0.15
 # Agents scoring within this of the best are a close call: the one whose collection holds
-# the better match for the task (retrieval evidence, added to the score) wins. Both values
-# were chosen on the tuning sets (benchmarks/data/answer_quality/tune_*.jsonl and
-# tests/router/labelled_tasks.jsonl).
+# the better match for the task wins, its retrieval evidence (best dense score) added to the
+# score at EVIDENCE_WEIGHT. Support and documentation describe the same product, so their
+# evidence is close for either kind of question: at full weight it overrode clear card fits
+# (a VAT problem sent to the API reference).
 EVIDENCE_MARGIN = 0.2
+EVIDENCE_WEIGHT = 0.75
+# A task below the similarity threshold is off-topic only if no collection matches it either:
+# off-topic tasks ("weather in Paris", "a haiku about autumn") matched no chunk above 0.25,
+# terse in-domain ones ("base URL for the US region") 0.35-0.55. All four values were chosen on
+# the tuning sets (benchmarks/data/answer_quality/tune_routing.jsonl,
+# tests/router/labelled_tasks.jsonl and the off-topic tasks of benchmarks/router_accuracy.py).
+OFF_TOPIC_EVIDENCE = 0.3
 
 
 class ChatRegistry(Protocol):
@@ -75,7 +84,8 @@ class HALORouter:
     name a topic: with an embedder, each adds ``KEYWORD_BONUS`` to its agent's similarity
     instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of the best score,
     ``evidence`` (when given) reports how well each agent's collection matches the task, and
-    that is added to their scores.
+    that is added to their scores (times ``EVIDENCE_WEIGHT``). A task below ``threshold`` goes
+    to ``default_agent`` only when no collection asked matches it by ``OFF_TOPIC_EVIDENCE``.
     """
 
     def __init__(
@@ -164,7 +174,7 @@ class HALORouter:
         self.warm_up()
         vector = self._embed_text(task)
         sims = self._scores(vector)
-        close = self._close_call(hits, sims)
+        close = self._evidence_agents(hits, sims)
         evidence = self._evidence(task, vector, close) if close and self._evidence else {}
         return self._decide(hits, sims, evidence)
 
@@ -181,7 +191,7 @@ class HALORouter:
             await asyncio.to_thread(self.warm_up)
         vector = await self._embed_task_async(task)
         sims = self._scores(vector)
-        close = self._close_call(hits, sims)
+        close = self._evidence_agents(hits, sims)
         evidence: Mapping[str, float] = {}
         if close and self._evidence is not None:
             evidence = await asyncio.to_thread(self._evidence, task, vector, close)
@@ -250,9 +260,22 @@ class HALORouter:
         best = _best_with_evidence(scores, evidence or {})
         if hits and best == self._rule_winner(hits, scores):
             return self._by_rules(hits, scores)
-        if not hits and max(sims.values()) < self._threshold:
-            return self._by_similarity(sims)  # off-topic: the default agent
+        if self._below_threshold(hits, sims):
+            matched = max((evidence or {}).values(), default=None)
+            if matched is None or matched < OFF_TOPIC_EVIDENCE:
+                return self._by_similarity(sims)  # off-topic: the default agent
         return self._similarity_decision(best, sims, hits, evidence or {})
+
+    def _below_threshold(self, hits: list[RuleHit], sims: dict[str, float]) -> bool:
+        return not hits and max(sims.values()) < self._threshold
+
+    def _evidence_agents(self, hits: list[RuleHit], sims: dict[str, float]) -> list[str]:
+        """Whose retrieval evidence to ask for: a close call's agents; for a task below the
+        threshold at least the closest agent (is the task off-topic, or only tersely put?)."""
+        close = self._close_call(hits, sims)
+        if close or not self._below_threshold(hits, sims):
+            return close
+        return [max(sims, key=lambda name: sims[name])]
 
     def _close_call(self, hits: list[RuleHit], sims: dict[str, float]) -> list[str]:
         """The agents scoring within EVIDENCE_MARGIN of the best, when there are several."""
@@ -276,7 +299,9 @@ class HALORouter:
     ) -> RouteDecision:
         sim = sims[best]
         reason = f"similarity {sim:.2f} to {best!r}"
-        if best in evidence:
+        if best in evidence and sim < self._threshold:
+            reason += f" (below the threshold, but its collection matched: {evidence[best]:.2f})"
+        elif best in evidence:
             reason += f" (close call; its collection matched best: {evidence[best]:.2f})"
         if hits:
             keyword_agents = ", ".join(h.agent for h in hits if h.agent != best)
@@ -367,7 +392,7 @@ def _best_with_evidence(scores: dict[str, float], evidence: Mapping[str, float])
     close = [name for name in evidence if name in scores]
     if len(close) < 2:
         return first
-    return max(close, key=lambda name: scores[name] + evidence[name])
+    return max(close, key=lambda name: scores[name] + EVIDENCE_WEIGHT * evidence[name])
 
 
 def _unit(vec: _F32) -> _F32:
