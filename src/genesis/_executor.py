@@ -36,7 +36,6 @@ with :func:`install_executor` and closes it with :meth:`CpuExecutor.shutdown`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import os
@@ -45,6 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from genesis._sched import background_thread
 from genesis.errors import ExecutorClosedError
 
 P = ParamSpec("P")
@@ -91,9 +91,8 @@ class CpuExecutor:
         thread with its own nice value). Measured here with 32 clients on 2 cores: the share
         of 10 ms loop-lag samples under 5 ms rose (one profiling run). A thread waiting for the
         GIL sleeps, so a low-priority holder still gets the core to release it."""
-        if self._nice and hasattr(os, "setpriority"):
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+        if self._nice:
+            background_thread(self._nice)
 
     @property
     def workers(self) -> int:

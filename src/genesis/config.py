@@ -197,6 +197,9 @@ class ServerSettings(_Model):
     # interval, 5 ms by default): an executor thread's pure-Python step holds the event loop
     # up to this long each time the loop wants to run.
     gil_switch_interval_ms: float = Field(1.0, gt=0, le=100)
+    # The event loop thread's scheduler time slice (Linux 6.12+ EEVDF, see genesis._sched):
+    # short, so the loop runs soon after it wakes; 0 leaves the kernel's default.
+    loop_slice_us: float = Field(100.0, ge=0, le=100_000)
 
 
 Scope = Literal["query", "run", "admin"]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from genesis._sched import background_thread
 from genesis.events._model import EventStore, RequestEvent
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class EventRecorder:
     # -- the background thread ------------------------------------------------------------
 
     def _run(self) -> None:
+        background_thread()  # writing events must not delay the event loop's thread
         while not self._stop.is_set():
             batch = self._next_batch()
             if batch:

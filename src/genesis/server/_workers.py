@@ -35,6 +35,7 @@ try:
 except ImportError:  # httptools is not installed: only h11
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
+from genesis._sched import request_slice
 from genesis.errors import ConfigError
 from genesis.observability import MULTIPROC_ENV, LoopLagMonitor, forget_this_process
 
@@ -91,6 +92,10 @@ def build_app(options: ServeOptions) -> FastAPI:
 
     genesis = Genesis.from_config(options.env, options.config_dir, overrides=options.overrides)
     sys.setswitchinterval(genesis.settings.server.gil_switch_interval_ms / 1000.0)
+    if genesis.settings.server.loop_slice_us > 0:
+        # This thread runs the event loop (uvicorn calls the factory, then runs the loop,
+        # in the worker's main thread); the executor's threads drop the slice again.
+        request_slice(genesis.settings.server.loop_slice_us)
     return with_loop_monitor(create_app(genesis))
 
 

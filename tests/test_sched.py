@@ -1,0 +1,93 @@
+"""Scheduler hints: the event loop's thread asks for a short slice; background threads
+(the CPU executor's, the event writer's) run at a lower priority with the default slice."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from genesis._executor import CpuExecutor
+from genesis._sched import background_thread, current_slice_us, request_slice
+
+
+def _in_thread(fn):  # type: ignore[no-untyped-def]
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def _needs_slices() -> None:
+    if current_slice_us() is None or not _in_thread(lambda: request_slice(100)):
+        pytest.skip("this kernel has no per-thread slices (Linux < 6.12)")
+
+
+def test_a_thread_gets_the_slice_it_asks_for_and_the_default_back() -> None:
+    _needs_slices()
+
+    def ask() -> tuple[bool, float | None, float | None]:
+        default = current_slice_us()
+        took = request_slice(100)
+        short = current_slice_us()
+        request_slice(0)
+        return took, short, (default, current_slice_us())  # type: ignore[return-value]
+
+    took, short, (default, again) = _in_thread(ask)  # type: ignore[misc]
+    assert took
+    assert short == 100.0
+    assert again == default != 100.0
+
+
+def test_the_nice_value_is_kept_when_the_slice_changes() -> None:
+    def ask() -> int:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 3)
+        request_slice(100)
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert _in_thread(ask) == 3
+
+
+async def test_executor_threads_drop_the_loop_threads_short_slice_and_yield() -> None:
+    _needs_slices()
+
+    def probe() -> tuple[float | None, int]:
+        return current_slice_us(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def started_from_a_short_slice_thread() -> tuple[float | None, int]:
+        request_slice(100)
+        executor = CpuExecutor(1)  # its thread is created from this one and inherits
+        try:
+            return executor._pool.submit(probe).result()
+        finally:
+            executor.shutdown()
+
+    slice_us, nice = _in_thread(started_from_a_short_slice_thread)
+    assert slice_us != 100.0
+    assert nice == 10
+
+
+def test_background_thread_lowers_the_priority() -> None:
+    def ask() -> int:
+        background_thread(7)
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert _in_thread(ask) == 7
+
+
+def test_a_served_apps_loop_thread_asks_for_the_configured_slice() -> None:
+    _needs_slices()
+    from genesis.server._workers import ServeOptions, build_app
+
+    def build() -> float | None:
+        build_app(ServeOptions(overrides={"server.loop_slice_us": "250"}))
+        return current_slice_us()
+
+    before = sys.getswitchinterval()  # build_app sets the GIL switch interval too
+    try:
+        assert _in_thread(build) == 250.0
+    finally:
+        sys.setswitchinterval(before)
