@@ -139,6 +139,66 @@ def free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+# -- where the cores went ---------------------------------------------------------------------
+
+# The processes that share the machine in a run (filled as they start): their CPU time per
+# phase tells the server's share from the load generator's, the fake model's, Redis' and
+# everything else on the machine (other jobs on a shared box).
+PIDS: dict[str, int] = {}
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # the fields after "pid (comm)"
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of: the server (its process group), the harness (this process),
+    the fake model, Redis, and the whole machine (``/proc/stat``). Empty off Linux."""
+    if not Path("/proc/stat").exists():
+        return {}
+    out = {"server": 0.0, "harness": 0.0, "fake_llm": 0.0, "redis": 0.0}
+    group = PIDS.get("server")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry.name)
+        if fields is None:
+            continue
+        used = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+        pid = int(entry.name)
+        if group is not None and int(fields[2]) == group:  # pgrp
+            out["server"] += used
+        elif pid == os.getpid():
+            out["harness"] += used
+        elif pid == PIDS.get("fake_llm"):
+            out["fake_llm"] += used
+        elif pid == PIDS.get("redis"):
+            out["redis"] += used
+    busy = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in busy[:8])
+    out["machine"] = (user + nice + system + irq + softirq + steal) / _TICK
+    return out
+
+
+def cores_used(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Cores each party used over a phase, and ``rest_of_machine``: what other processes
+    (not this benchmark's) used meanwhile."""
+    if not before or seconds <= 0:
+        return {}
+    used = {k: (after[k] - before[k]) / seconds for k in before}
+    ours = used["server"] + used["harness"] + used["fake_llm"] + used["redis"]
+    out = {k: round(used[k], 2) for k in ("server", "harness", "fake_llm", "redis")}
+    out["rest_of_machine"] = round(max(0.0, used["machine"] - ours), 2)
+    return out
+
+
 @contextlib.contextmanager
 def redis_server(port: int) -> Iterator[str]:
     if not free(port):
@@ -162,6 +222,7 @@ def redis_server(port: int) -> Iterator[str]:
         "allkeys-lru",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    PIDS["redis"] = proc.pid
     try:
         deadline = time.monotonic() + 10
         while free(port):
@@ -180,6 +241,7 @@ def fake_llm() -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", FAKE_LLM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    PIDS["fake_llm"] = proc.pid
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -233,6 +295,7 @@ def genesis_serve(
             start_new_session=True,
             preexec_fn=_server_priority,
         )
+    PIDS["server"] = proc.pid  # its own session: the process group of it and its workers
     try:
         yield proc
     finally:
@@ -273,6 +336,7 @@ class Phase:
         self.errors = 0
         self.first_error = ""
         self.elapsed_s = 0.0
+        self.cores: dict[str, float] = {}  # cores each party used over the phase
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -294,6 +358,7 @@ class Phase:
             "server_p50_ms": {
                 stage: round(statistics.median(v), 3) for stage, v in self.stages_ms.items()
             },
+            "cores": self.cores,
         }
 
     def record_timing(self, header: str) -> None:
@@ -315,6 +380,7 @@ async def run_phase(
     """``clients`` loops for ``seconds``, or on until ``min_requests`` have started (but
     never past ``max_seconds``)."""
     phase = Phase()
+    cpu_before = cpu_seconds()
     began = time.perf_counter()
     cap = began + (max_seconds if max_seconds is not None else seconds)
     started = 0
@@ -346,6 +412,7 @@ async def run_phase(
 
     await asyncio.gather(*(one_client() for _ in range(clients)))
     phase.elapsed_s = time.perf_counter() - began
+    phase.cores = cores_used(cpu_before, cpu_seconds(), phase.elapsed_s)
     return phase
 
 
