@@ -159,7 +159,7 @@ class FakeOpenAIServer:
         sock.bind(("127.0.0.1", self._bind_port or 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", ws="none", http="h11"
+            self.app, log_level="warning", lifespan="off", ws="none", http="auto"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
