@@ -290,3 +290,10 @@ def test_a_task_that_is_not_text_is_refused_by_name() -> None:
     router = HALORouter([AgentCard("a", "alpha")], default_agent="a")
     with pytest.raises(AgentError, match="must be text, not int"):
         router.route(123)  # type: ignore[arg-type]
+
+
+def test_pasted_code_does_not_decide_the_similarity() -> None:
+    # The code names billing words; the request around it is about cooking.
+    task = "soup pasta oven please, see this:\nx = money(charges, refunds)\nreturn invoices"
+    decision = make_router(threshold=0.1).route(task)
+    assert (decision.agent, decision.method) == ("cooking", "similarity")

@@ -13,6 +13,7 @@ import numpy.typing as npt
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
+from genesis.router._request import request_text
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
 
@@ -78,7 +79,9 @@ class HALORouter:
     ``embed_async`` when given (a micro-batcher), else with ``embed`` in a worker thread, so
     it never runs a forward pass on the event loop. An agent's similarity to a task is the
     mean of (a) the best cosine over its card texts and (b) the cosine to the centroid of
-    those texts; a best similarity below ``threshold`` routes to ``default_agent``.
+    those texts; a best similarity below ``threshold`` routes to ``default_agent``. Code
+    pasted into a task is left out of what is embedded (see ``request_text``): the request
+    around it says what to do with it, its identifiers only look like product topics.
 
     Patterns state an intent and decide (among several, the closest card wins). Keywords only
     name a topic: with an embedder, each adds ``KEYWORD_BONUS`` to its agent's similarity
@@ -172,10 +175,11 @@ class HALORouter:
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
-        vector = self._embed_text(task)
+        request = request_text(task)
+        vector = self._embed_text(request)
         sims = self._scores(vector)
         close = self._evidence_agents(hits, sims)
-        evidence = self._evidence(task, vector, close) if close and self._evidence else {}
+        evidence = self._evidence(request, vector, close) if close and self._evidence else {}
         return self._decide(hits, sims, evidence)
 
     async def route_async(self, task: str, *, agent: str | None = None) -> RouteDecision:
@@ -189,12 +193,13 @@ class HALORouter:
             return self._decide(hits, None)
         if not self.warmed_up:
             await asyncio.to_thread(self.warm_up)
-        vector = await self._embed_task_async(task)
+        request = request_text(task)
+        vector = await self._embed_task_async(request)
         sims = self._scores(vector)
         close = self._evidence_agents(hits, sims)
         evidence: Mapping[str, float] = {}
         if close and self._evidence is not None:
-            evidence = await asyncio.to_thread(self._evidence, task, vector, close)
+            evidence = await asyncio.to_thread(self._evidence, request, vector, close)
         return self._decide(hits, sims, evidence)
 
     def similarities(self, task: str) -> dict[str, float]:
@@ -206,7 +211,7 @@ class HALORouter:
         if self._embed is None:
             raise AgentError("this router has no embedder: similarity routing is off")
         self.warm_up()
-        return self._scores(self._embed_text(task))
+        return self._scores(self._embed_text(request_text(task)))
 
     def _scores(self, query: _F32) -> dict[str, float]:
         assert self._card_matrix is not None and self._centroids is not None  # see warm_up
