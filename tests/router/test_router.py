@@ -297,3 +297,19 @@ def test_pasted_code_does_not_decide_the_similarity() -> None:
     task = "soup pasta oven please, see this:\nx = money(charges, refunds)\nreturn invoices"
     decision = make_router(threshold=0.1).route(task)
     assert (decision.agent, decision.method) == ("cooking", "similarity")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    [
+        "What should I assert to check that an idempotency key replays the first response?",
+        "Which tests should we write for the webhook endpoint?",
+        "There are no tests for the pagination cursor yet; cover it",
+    ],
+)
+def test_asking_for_tests_about_an_api_topic_goes_to_qa(
+    default_router: HALORouter, task: str
+) -> None:
+    # The documentation keywords in these tasks name the topic, not the request.
+    assert default_router.route(task).agent == "qa"
