@@ -313,3 +313,17 @@ def test_asking_for_tests_about_an_api_topic_goes_to_qa(
 ) -> None:
     # The documentation keywords in these tasks name the topic, not the request.
     assert default_router.route(task).agent == "qa"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    [
+        "Please read through this method: it retries forever when the refund call fails",
+        "Look at my loop that pages through invoices for an off-by-one",
+        "This handler fetches each customer's invoices one by one, is that a problem?",
+    ],
+)
+def test_asking_about_given_code_goes_to_code_review(default_router: HALORouter, task: str) -> None:
+    # Product words (refund, invoices, customer) name what the code touches, not the request.
+    assert default_router.route(task).agent == "code_review"
