@@ -33,9 +33,11 @@ _F32 = npt.NDArray[np.float32]
 # With all-MiniLM-L6-v2 and the default cards, off-topic tasks ("weather in Paris") scored at
 # most 0.19 and in-domain tasks mostly above 0.25 (benchmarks/router_accuracy.py).
 DEFAULT_THRESHOLD = 0.22
-# A matched keyword adds this to its agent's similarity (two at most): a topic word helps, but
-# a card that fits the task better by more than this still wins ("refund" in a request for
-# tests, "pagination" in a question about contract tests).
+# An agent with a matched keyword gets this added to its similarity, once however many of its
+# keywords match: keywords name a topic, and several of one agent name the same topic
+# ("webhook endpoint"). Two at 0.15 each outweighed a support card at 0.65 (a webhook
+# signature failure sent to the API reference). A topic word helps, but a card that fits the
+# task better by more than this still wins ("refund" in a request for tests).
 KEYWORD_BONUS = 0.15
 # Agents scoring within this of the best are a close call: the one whose collection holds
 # the better match for the task wins, its retrieval evidence (best dense score) added to the
@@ -84,11 +86,12 @@ class HALORouter:
     around it says what to do with it, its identifiers only look like product topics.
 
     Patterns state an intent and decide (among several, the closest card wins). Keywords only
-    name a topic: with an embedder, each adds ``KEYWORD_BONUS`` to its agent's similarity
-    instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of the best score,
-    ``evidence`` (when given) reports how well each agent's collection matches the task, and
-    that is added to their scores (times ``EVIDENCE_WEIGHT``). A task below ``threshold`` goes
-    to ``default_agent`` only when no collection asked matches it by ``OFF_TOPIC_EVIDENCE``.
+    name a topic: with an embedder, an agent's matched keywords add ``KEYWORD_BONUS`` (once)
+    to its similarity instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of
+    the best score, ``evidence`` (when given) reports how well each agent's collection matches
+    the task, and that is added to their scores (times ``EVIDENCE_WEIGHT``). A task below
+    ``threshold`` goes to ``default_agent`` only when no collection asked matches it by
+    ``OFF_TOPIC_EVIDENCE``.
     """
 
     def __init__(
@@ -387,7 +390,7 @@ class HALORouter:
 
 
 def _with_keywords(sims: dict[str, float], hits: list[RuleHit]) -> dict[str, float]:
-    bonus = {h.agent: KEYWORD_BONUS * min(len(h.keywords), 2) for h in hits}
+    bonus = {h.agent: KEYWORD_BONUS for h in hits if h.keywords}
     return {name: sim + bonus.get(name, 0.0) for name, sim in sims.items()}
 
 
