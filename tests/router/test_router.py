@@ -306,6 +306,7 @@ def test_pasted_code_does_not_decide_the_similarity() -> None:
         "What should I assert to check that an idempotency key replays the first response?",
         "Which tests should we write for the webhook endpoint?",
         "There are no tests for the pagination cursor yet; cover it",
+        "Which inputs should a test of the webhook retry schedule check?",
     ],
 )
 def test_asking_for_tests_about_an_api_topic_goes_to_qa(
@@ -322,6 +323,7 @@ def test_asking_for_tests_about_an_api_topic_goes_to_qa(
         "Please read through this method: it retries forever when the refund call fails",
         "Look at my loop that pages through invoices for an off-by-one",
         "This handler fetches each customer's invoices one by one, is that a problem?",
+        "Should it raise KeyError when the invoice is missing, or fall back to a default?",
     ],
 )
 def test_asking_about_given_code_goes_to_code_review(default_router: HALORouter, task: str) -> None:
