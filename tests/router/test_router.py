@@ -329,3 +329,11 @@ def test_asking_for_tests_about_an_api_topic_goes_to_qa(
 def test_asking_about_given_code_goes_to_code_review(default_router: HALORouter, task: str) -> None:
     # Product words (refund, invoices, customer) name what the code touches, not the request.
     assert default_router.route(task).agent == "code_review"
+
+
+def test_keywords_in_pasted_code_do_not_count() -> None:
+    # "refund" and "invoice" are billing keywords, but here only identifiers in the code.
+    task = "soup pasta oven please, see this:\nx = refund(invoice)\nreturn x"
+    decision = make_router(threshold=0.1).route(task)
+    assert (decision.agent, decision.method) == ("cooking", "similarity")
+    assert "keywords" not in decision.reason

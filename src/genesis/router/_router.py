@@ -174,11 +174,11 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        hits = self._rules.match(task)
+        request = request_text(task)
+        hits = self._rules.match(task, request)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
-        request = request_text(task)
         vector = self._embed_text(request)
         sims = self._scores(vector)
         close = self._evidence_agents(hits, sims)
@@ -191,12 +191,12 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        hits = self._rules.match(task)
+        request = request_text(task)
+        hits = self._rules.match(task, request)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         if not self.warmed_up:
             await asyncio.to_thread(self.warm_up)
-        request = request_text(task)
         vector = await self._embed_task_async(request)
         sims = self._scores(vector)
         close = self._evidence_agents(hits, sims)
