@@ -8,6 +8,7 @@ wrong here?", "Give me feedback on this handler:").
 
 from __future__ import annotations
 
+import itertools
 import re
 
 # A line that starts like a statement: a definition, control flow, an import, a decorator,
@@ -16,7 +17,7 @@ _STATEMENT = re.compile(
     r"""^\s*(
         (async\s+)?def\s+\w+\s*\( | class\s+\w+\s*[(:] | return\b | import\s+\w
       | from\s+[\w.]+\s+import\b | try\s*: | except\b.*: | finally\s*: | raise\s+\w
-      | else\s*: | for\s+[\w, ()]+\s+in\s+\S.*: | (if|elif|while)\s[^:]*[=<>(.\[][^:]*:
+      | else\s*: | for\s+[\w, ()]+\s+in\s+\S.*: | (if|elif|while)\s(?=[^:]*[=<>(.\[])[^:]*:
       | with\s+.+\s+as\s+\w+\s*: | [\w.\[\]]+\s*[-+*/]?=\s*[^=\s]
       | @\w+ | \#\s | //\s | (const|let|var)\s+\w+\s*= | function\s+\w+\s*\(
       | diff\s+--git\b | @@\s | [+-](\s{2,}|(?=\S)).*[()=]
@@ -27,6 +28,10 @@ _STATEMENT = re.compile(
 _SYMBOLS = re.compile(r"[()\[\]{}=<>;+*/%&|]")
 # Where inline code may start after prose on the same line: after "?", ":" or "!" and a space.
 _INLINE_START = re.compile(r"(?<=[?:!])\s+")
+# Inline code follows a short lead-in ("Is this OK? ..."): only the first few places are
+# tried, which keeps a long line linear (each try reads the rest of the line; trying every
+# "? " of a 100 kB line took 24 s).
+INLINE_TRIES = 3
 # The least share of symbols among a fragment's non-space characters for it to be code.
 SYMBOL_SHARE = 0.1
 # A request shorter than this (in words) says too little to route on alone.
@@ -63,7 +68,7 @@ def _prose_part(line: str) -> str:
     """The prose at the start of ``line``: empty for a code line, cut where code begins."""
     if _STATEMENT.match(line.strip()):
         return ""
-    for match in _INLINE_START.finditer(line):
+    for match in itertools.islice(_INLINE_START.finditer(line), INLINE_TRIES):
         if is_code(line[match.end() :]):
             return line[: match.start()]
     return "" if _symbol_dense(line) else line
