@@ -290,3 +290,50 @@ def test_a_task_that_is_not_text_is_refused_by_name() -> None:
     router = HALORouter([AgentCard("a", "alpha")], default_agent="a")
     with pytest.raises(AgentError, match="must be text, not int"):
         router.route(123)  # type: ignore[arg-type]
+
+
+def test_pasted_code_does_not_decide_the_similarity() -> None:
+    # The code names billing words; the request around it is about cooking.
+    task = "soup pasta oven please, see this:\nx = money(charges, refunds)\nreturn invoices"
+    decision = make_router(threshold=0.1).route(task)
+    assert (decision.agent, decision.method) == ("cooking", "similarity")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    [
+        "What should I assert to check that an idempotency key replays the first response?",
+        "Which tests should we write for the webhook endpoint?",
+        "There are no tests for the pagination cursor yet; cover it",
+        "Which inputs should a test of the webhook retry schedule check?",
+    ],
+)
+def test_asking_for_tests_about_an_api_topic_goes_to_qa(
+    default_router: HALORouter, task: str
+) -> None:
+    # The documentation keywords in these tasks name the topic, not the request.
+    assert default_router.route(task).agent == "qa"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    [
+        "Please read through this method: it retries forever when the refund call fails",
+        "Look at my loop that pages through invoices for an off-by-one",
+        "This handler fetches each customer's invoices one by one, is that a problem?",
+        "Should it raise KeyError when the invoice is missing, or fall back to a default?",
+    ],
+)
+def test_asking_about_given_code_goes_to_code_review(default_router: HALORouter, task: str) -> None:
+    # Product words (refund, invoices, customer) name what the code touches, not the request.
+    assert default_router.route(task).agent == "code_review"
+
+
+def test_keywords_in_pasted_code_do_not_count() -> None:
+    # "refund" and "invoice" are billing keywords, but here only identifiers in the code.
+    task = "soup pasta oven please, see this:\nx = refund(invoice)\nreturn x"
+    decision = make_router(threshold=0.1).route(task)
+    assert (decision.agent, decision.method) == ("cooking", "similarity")
+    assert "keywords" not in decision.reason

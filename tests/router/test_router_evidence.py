@@ -14,6 +14,7 @@ from genesis.config import load_settings
 from genesis.router import (
     EVIDENCE_MARGIN,
     EVIDENCE_WEIGHT,
+    KEYWORD_BONUS,
     OFF_TOPIC_EVIDENCE,
     AgentCard,
     HALORouter,
@@ -183,3 +184,23 @@ def test_default_cards_let_the_request_outweigh_a_word(task: str, agent: str) ->
         default_agent="support",
     )
     assert r.route(task).agent == agent
+
+
+def test_several_keywords_of_one_agent_add_one_bonus() -> None:
+    # "webhook endpoint" names one topic: both keywords must not double the bonus.
+    fits, keyworded = 0.25 + 1.5 * KEYWORD_BONUS, 0.25
+    vectors = {
+        "beta things": np.array([1.0, 0.0, 0.0], np.float32),
+        "alpha things": np.array([0.0, 1.0, 0.0], np.float32),
+        "the webhook endpoint fails": np.array(
+            [fits, keyworded, np.sqrt(1 - fits**2 - keyworded**2)], np.float32
+        ),
+    }
+    cards = [
+        AgentCard("alpha", "alpha things", keywords=["webhook", "endpoint"]),
+        AgentCard("beta", "beta things"),
+    ]
+    decision = HALORouter(
+        cards, embed=vectors.__getitem__, threshold=0.1, default_agent="alpha"
+    ).route("the webhook endpoint fails")
+    assert (decision.agent, decision.method) == ("beta", "similarity")

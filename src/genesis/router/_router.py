@@ -13,6 +13,7 @@ import numpy.typing as npt
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
+from genesis.router._request import request_text
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
 
@@ -32,9 +33,11 @@ _F32 = npt.NDArray[np.float32]
 # With all-MiniLM-L6-v2 and the default cards, off-topic tasks ("weather in Paris") scored at
 # most 0.19 and in-domain tasks mostly above 0.25 (benchmarks/router_accuracy.py).
 DEFAULT_THRESHOLD = 0.22
-# A matched keyword adds this to its agent's similarity (two at most): a topic word helps, but
-# a card that fits the task better by more than this still wins ("refund" in a request for
-# tests, "pagination" in a question about contract tests).
+# An agent with a matched keyword gets this added to its similarity, once however many of its
+# keywords match: keywords name a topic, and several of one agent name the same topic
+# ("webhook endpoint"). Two at 0.15 each outweighed a support card at 0.65 (a webhook
+# signature failure sent to the API reference). A topic word helps, but a card that fits the
+# task better by more than this still wins ("refund" in a request for tests).
 KEYWORD_BONUS = 0.15
 # Agents scoring within this of the best are a close call: the one whose collection holds
 # the better match for the task wins, its retrieval evidence (best dense score) added to the
@@ -78,14 +81,17 @@ class HALORouter:
     ``embed_async`` when given (a micro-batcher), else with ``embed`` in a worker thread, so
     it never runs a forward pass on the event loop. An agent's similarity to a task is the
     mean of (a) the best cosine over its card texts and (b) the cosine to the centroid of
-    those texts; a best similarity below ``threshold`` routes to ``default_agent``.
+    those texts; a best similarity below ``threshold`` routes to ``default_agent``. Code
+    pasted into a task is left out of what is embedded (see ``request_text``): the request
+    around it says what to do with it, its identifiers only look like product topics.
 
     Patterns state an intent and decide (among several, the closest card wins). Keywords only
-    name a topic: with an embedder, each adds ``KEYWORD_BONUS`` to its agent's similarity
-    instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of the best score,
-    ``evidence`` (when given) reports how well each agent's collection matches the task, and
-    that is added to their scores (times ``EVIDENCE_WEIGHT``). A task below ``threshold`` goes
-    to ``default_agent`` only when no collection asked matches it by ``OFF_TOPIC_EVIDENCE``.
+    name a topic: with an embedder, an agent's matched keywords add ``KEYWORD_BONUS`` (once)
+    to its similarity instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of
+    the best score, ``evidence`` (when given) reports how well each agent's collection matches
+    the task, and that is added to their scores (times ``EVIDENCE_WEIGHT``). A task below
+    ``threshold`` goes to ``default_agent`` only when no collection asked matches it by
+    ``OFF_TOPIC_EVIDENCE``.
     """
 
     def __init__(
@@ -168,14 +174,15 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        hits = self._rules.match(task)
+        request = request_text(task)
+        hits = self._rules.match(task, request)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
-        vector = self._embed_text(task)
+        vector = self._embed_text(request)
         sims = self._scores(vector)
         close = self._evidence_agents(hits, sims)
-        evidence = self._evidence(task, vector, close) if close and self._evidence else {}
+        evidence = self._evidence(request, vector, close) if close and self._evidence else {}
         return self._decide(hits, sims, evidence)
 
     async def route_async(self, task: str, *, agent: str | None = None) -> RouteDecision:
@@ -184,17 +191,18 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        hits = self._rules.match(task)
+        request = request_text(task)
+        hits = self._rules.match(task, request)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         if not self.warmed_up:
             await asyncio.to_thread(self.warm_up)
-        vector = await self._embed_task_async(task)
+        vector = await self._embed_task_async(request)
         sims = self._scores(vector)
         close = self._evidence_agents(hits, sims)
         evidence: Mapping[str, float] = {}
         if close and self._evidence is not None:
-            evidence = await asyncio.to_thread(self._evidence, task, vector, close)
+            evidence = await asyncio.to_thread(self._evidence, request, vector, close)
         return self._decide(hits, sims, evidence)
 
     def similarities(self, task: str) -> dict[str, float]:
@@ -206,7 +214,7 @@ class HALORouter:
         if self._embed is None:
             raise AgentError("this router has no embedder: similarity routing is off")
         self.warm_up()
-        return self._scores(self._embed_text(task))
+        return self._scores(self._embed_text(request_text(task)))
 
     def _scores(self, query: _F32) -> dict[str, float]:
         assert self._card_matrix is not None and self._centroids is not None  # see warm_up
@@ -382,7 +390,7 @@ class HALORouter:
 
 
 def _with_keywords(sims: dict[str, float], hits: list[RuleHit]) -> dict[str, float]:
-    bonus = {h.agent: KEYWORD_BONUS * min(len(h.keywords), 2) for h in hits}
+    bonus = {h.agent: KEYWORD_BONUS for h in hits if h.keywords}
     return {name: sim + bonus.get(name, 0.0) for name, sim in sims.items()}
 
 

@@ -53,11 +53,13 @@ class CompiledRules:
     def __init__(self, cards: Sequence[AgentCard]) -> None:
         self._rules = [_compile_card(card) for card in cards]
 
-    def match(self, task: str) -> list[RuleHit]:
-        """Every agent with at least one hit, in card order."""
+    def match(self, task: str, request: str | None = None) -> list[RuleHit]:
+        """Every agent with at least one hit, in card order. Keywords are searched in
+        ``request`` (the task without pasted code, when given), patterns in the whole task."""
+        words = task if request is None else request
         hits = []
         for agent, keywords, patterns in self._rules:
-            kws = tuple(k for k, rx in keywords if rx.search(task))
+            kws = tuple(k for k, rx in keywords if rx.search(words))
             pats = tuple(p for p, rx in patterns if rx.search(task))
             if kws or pats:
                 hits.append(RuleHit(agent, kws, pats))

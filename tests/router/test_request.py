@@ -1,0 +1,77 @@
+"""The request in a task: pasted code is dropped before the task is embedded."""
+
+from __future__ import annotations
+
+import pytest
+
+from genesis.router._request import is_code, request_text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "def refund(invoice):",
+        "    return total",
+        "except:",
+        "for i in range(1, len(items)): total += items[i]",
+        "customer = db.get_customer(invoice.customer_id)",
+        'cursor.execute(f"SELECT * FROM users WHERE email = {email}")',
+        "diff --git a/app.py b/app.py",
+        "@@ -1,3 +1,4 @@",
+    ],
+)
+def test_code_lines_are_code(line: str) -> None:
+    assert is_code(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Why was I charged twice this month?",
+        "Return policy: can I get my money back?",
+        "If my card fails, what happens to the subscription?",
+        "Is comparing datetime.now() with a UTC timestamp from the database a bug?",
+        "Speed up this report builder that does result += line for 100k lines",
+    ],
+)
+def test_prose_is_not_code(line: str) -> None:
+    assert not is_code(line)
+
+
+def test_a_code_block_and_its_indented_lines_are_dropped() -> None:
+    task = "Anything wrong here?\ntry:\n    charge(card)\nexcept:\n    pass"
+    assert request_text(task) == "Anything wrong here?"
+
+
+def test_prose_after_the_code_is_kept() -> None:
+    task = "for invoice in invoices:\n    send(invoice.customer)\nWhat's wrong with this?"
+    assert request_text(task) == "What's wrong with this?"
+
+
+def test_inline_code_after_a_question_is_dropped() -> None:
+    task = "Is this logging line OK? logger.info(f'payment {payment} for card {card}')"
+    assert request_text(task) == "Is this logging line OK?"
+
+
+def test_a_diff_is_dropped_with_its_marker_lines() -> None:
+    task = "Here's my diff, please point out problems:\n-    data = f.read()\n+import os\n+x = 1"
+    assert request_text(task) == "Here's my diff, please point out problems:"
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "How do I get a refund for my last payment?",
+        "def fib(n):\n    return n",  # nothing but code: routed on the code itself
+        "Review:\ndef add(a, b):\n    return a + b",  # one word of prose says too little
+    ],
+)
+def test_the_task_itself_when_no_request_is_left_to_route_on(task: str) -> None:
+    assert request_text(task) == task
+
+
+@pytest.mark.parametrize(
+    "line", ["For example: how do I filter invoices?", "- Plan: Growth, 25 seats", "#1 question"]
+)
+def test_prose_with_colons_and_bullets_is_not_code(line: str) -> None:
+    assert not is_code(line)
