@@ -256,3 +256,35 @@ def test_a_question_over_the_agents_token_budget_is_refused_before_embedding(
     assert error["type"] == "PromptBudgetError"
     assert "tokens" in error["message"]
     assert "qzx qzx" not in response.text
+
+
+async def _call(app: object, client: tuple[str, int]) -> list[tuple[bytes, bytes]]:
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": client}
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[operator]
+    return list(sent[0]["headers"])  # type: ignore[call-overload]
+
+
+async def test_a_keep_alive_connection_is_closed_after_its_request_budget() -> None:
+    from starlette.responses import PlainTextResponse
+
+    from genesis.server._limits import KeepAliveRecycleMiddleware
+
+    inner = PlainTextResponse("ok", headers={"connection": "keep-alive"})
+    app = KeepAliveRecycleMiddleware(inner, max_requests=3)
+    one, other = ("127.0.0.1", 50001), ("127.0.0.1", 50002)
+    closes = [(b"connection", b"close") in await _call(app, one) for _ in range(3)]
+    assert closes == [False, False, True]
+    # One connection header only: the app's keep-alive is replaced, not contradicted.
+    last = await _call(app, one)
+    assert (b"connection", b"close") not in last  # a new connection on the same port counts anew
+    assert [(b"connection", b"close") in await _call(app, other) for _ in range(2)] == [False] * 2
+    headers = [h for _ in range(2) for h in await _call(app, one)]
+    assert [v for k, v in headers if k == b"connection"] == [b"keep-alive", b"close"]

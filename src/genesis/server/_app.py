@@ -39,6 +39,7 @@ from genesis.server._limits import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
     InFlightLimitMiddleware,
+    KeepAliveRecycleMiddleware,
 )
 from genesis.server._models import (
     AgentInfo,
@@ -125,6 +126,8 @@ def create_app(genesis: Genesis) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
+    if server.keepalive_requests:
+        app.add_middleware(KeepAliveRecycleMiddleware, max_requests=server.keepalive_requests)
     # Outermost: the request id and the waterfall's clock start before anything else runs.
     app.add_middleware(TrackingMiddleware)
     return app

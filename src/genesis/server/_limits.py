@@ -199,3 +199,47 @@ class AccessLogMiddleware:
                 (time.perf_counter() - began) * 1000,
                 extra=fields,
             )
+
+
+class KeepAliveRecycleMiddleware:
+    """Ends a keep-alive connection after ``max_requests`` requests (``connection: close`` on
+    the last response, which uvicorn honours), as nginx's ``keepalive_requests`` does.
+
+    Why: under ``serve --workers N`` every worker accepts from one listening socket, and a
+    client's keep-alive connection stays with the worker that accepted it. Measured with
+    ``benchmarks/service_load.py`` (32 clients, 2 workers): one worker carried three times
+    the other's CPU for the whole run. A recycled connection reconnects, and the accept goes
+    to whichever worker's loop is free first: the less busy one. Connections are told apart
+    by the client's address and port (``scope["client"]``); at most ``max_tracked`` are
+    counted (past that the counts start again, which only delays a recycle).
+    """
+
+    def __init__(self, app: ASGIApp, max_requests: int = 100, max_tracked: int = 65_536) -> None:
+        if max_requests < 1:
+            raise ValueError(f"max_requests must be >= 1, got {max_requests}")
+        self.app = app
+        self.max_requests = max_requests
+        self.max_tracked = max_tracked
+        self._served: dict[tuple[str, int], int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] != "http" or not client:
+            await self.app(scope, receive, send)
+            return
+        key = (client[0], client[1])
+        served = self._served.pop(key, 0) + 1
+        if served < self.max_requests:
+            if len(self._served) >= self.max_tracked:
+                self._served.clear()
+            self._served[key] = served
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
