@@ -173,6 +173,7 @@ def cpu_seconds() -> dict[str, float]:
         pid = int(entry.name)
         if group is not None and int(fields[2]) == group:  # pgrp
             out["server"] += used
+            out[f"worker:{pid}"] = used  # the supervisor too (it uses next to nothing)
         elif pid == os.getpid():
             out["harness"] += used
         elif pid == PIDS.get("fake_llm"):
@@ -185,17 +186,18 @@ def cpu_seconds() -> dict[str, float]:
     return out
 
 
-def cores_used(
-    before: dict[str, float], after: dict[str, float], seconds: float
-) -> dict[str, float]:
+def cores_used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, Any]:
     """Cores each party used over a phase, and ``rest_of_machine``: what other processes
     (not this benchmark's) used meanwhile."""
     if not before or seconds <= 0:
         return {}
     used = {k: (after[k] - before[k]) / seconds for k in before}
     ours = used["server"] + used["harness"] + used["fake_llm"] + used["redis"]
-    out = {k: round(used[k], 2) for k in ("server", "harness", "fake_llm", "redis")}
+    out: dict[str, Any] = {k: round(used[k], 2) for k in ("server", "harness", "fake_llm", "redis")}
     out["rest_of_machine"] = round(max(0.0, used["machine"] - ours), 2)
+    # Each server process's cores, busiest first: are the workers balanced?
+    per = [(after[k] - before.get(k, 0.0)) / seconds for k in after if k.startswith("worker:")]
+    out["server_processes"] = [round(c, 2) for c in sorted(per, reverse=True)]
     return out
 
 
@@ -336,7 +338,7 @@ class Phase:
         self.errors = 0
         self.first_error = ""
         self.elapsed_s = 0.0
-        self.cores: dict[str, float] = {}  # cores each party used over the phase
+        self.cores: dict[str, Any] = {}  # cores each party used over the phase
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
