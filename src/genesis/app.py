@@ -49,9 +49,18 @@ from genesis.knowledge import (
     MiniLMEmbedder,
     QueryBatcher,
     ScoredChunk,
+    StoredEmbeddings,
+    TextVectorStore,
     VectorStore,
 )
-from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
+from genesis.llm import (
+    LLMBackend,
+    ModelRegistry,
+    ModelRoute,
+    build_backend,
+    replica_options,
+    split_sentences,
+)
 from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import (
@@ -155,6 +164,7 @@ class Genesis:
     tracker = _Part[Tracker]()
     sessions = _Part[SessionStore]()
     rollout = _Part[Rollout]()
+    sentence_vectors = _Part[StoredEmbeddings]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -267,6 +277,7 @@ class Genesis:
         )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
+        self.sentence_vectors = self._build_sentence_vectors(stack)
         self._evidence = self._build_evidence()
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.sessions = self._build_sessions()
@@ -402,13 +413,25 @@ class Genesis:
                 out[name] = score
         return out
 
+    def _build_sentence_vectors(self, stack: AsyncExitStack) -> StoredEmbeddings:
+        """The evidence check's sentence vectors, kept on disk: a warm process reads them
+        instead of embedding the sentences of every collection's best chunks again (the file
+        opens on first use, in the CPU executor)."""
+        store = TextVectorStore(
+            self.home / "sentence_vectors.sqlite", self.embedder.fingerprint, self.embedder.dim
+        )
+        stack.push_async_callback(asyncio.to_thread, store.close)
+        return StoredEmbeddings(self.embedder.embed_documents, store)
+
     def _build_evidence(self) -> EvidenceScorer:
         """One sentence ranker for every agent (its sentence-vector cache is shared)."""
         answers = self.settings.answers
         policy = AbstentionPolicy(enabled=answers.abstain)
         if answers.abstain_threshold is not None:
             policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
-        return EvidenceScorer(self.embedder.embed_documents, self.embedder.embed_query, policy)
+        return EvidenceScorer(
+            self.sentence_vectors.embed_documents, self.embedder.embed_query, policy
+        )
 
     def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
         """The database opens on the first read (off the loop, by the state cache)."""
@@ -502,9 +525,17 @@ class Genesis:
         report = await self.kb.ingest(Path(path), collection, progress=progress)
         if report.chunks_added:
             await self.cache_warm(collection)
+            await self.warm_sentences(collection, progress=progress)
         if report.chunks_added or report.chunks_removed:
             await self._refresh_vocabulary()
         return report
+
+    async def warm_sentences(self, collection: str, *, progress: Progress | None = None) -> int:
+        """Embed the sentences the evidence check will weigh in ``collection``'s chunks and
+        store them (those already stored cost nothing); returns how many were embedded."""
+        chunks = await self.kb.all_chunks(collection)
+        texts = await run_cpu(evidence_sentences, [c.text for c in chunks])
+        return await run_cpu(self.sentence_vectors.warm, texts, progress=progress)
 
     async def search(
         self, query: str, collection: str, *, top_k: int = 5, mode: str = "hybrid"
@@ -672,6 +703,12 @@ def _on_fallback(agent: str, from_model: str, to_model: str, reason: str) -> Non
     """A fallback is a metric and a fact of the request's event."""
     record_fallback(agent, from_model, to_model, reason)
     note_fallback(agent, from_model, to_model, reason)
+
+
+def evidence_sentences(chunk_texts: Sequence[str]) -> list[str]:
+    """The sentences of ``chunk_texts`` whose vectors `EvidenceScorer.assess` asks for: it
+    splits a prompt's chunk texts with the same `split_sentences`, one chunk at a time."""
+    return [s.text for s in split_sentences(chunk_texts)]
 
 
 @asynccontextmanager
