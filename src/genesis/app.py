@@ -26,8 +26,6 @@ from genesis._readiness import AgentChecks, probe_agent, readiness, register_bui
 from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
     CircuitBreaker,
-    RedisClusterTokenStore,
-    RedisTokenStore,
     SqliteTokenStore,
     TokenCache,
     TokenStore,
@@ -61,7 +59,7 @@ from genesis.llm import (
     replica_options,
     split_sentences,
 )
-from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
+from genesis.memory import InProcessSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import (
     AbstentionPolicy,
@@ -343,6 +341,8 @@ class Genesis:
             url = redis.url.get_secret_value()
             kind = "Redis Cluster" if redis.cluster else "Redis"
             logger.info("token cache L2: %s at %s", kind, redact_url(url))
+            from genesis.cache import RedisClusterTokenStore, RedisTokenStore
+
             store_class = RedisClusterTokenStore if redis.cluster else RedisTokenStore
             try:
                 return store_class.from_url(
@@ -362,6 +362,8 @@ class Genesis:
             logger.warning("sessions: kept in-process (the Redis session store is single-node)")
         if self.settings.redis.url is None or self.settings.redis.cluster:
             return InProcessSessionStore(limits, max_sessions=s.max_sessions)
+        from genesis.memory import RedisSessionStore
+
         return RedisSessionStore.from_url(
             self.settings.redis.url.get_secret_value(),
             limits,
