@@ -187,16 +187,16 @@ async def test_using_genesis_before_warm_up_is_a_clear_error(tmp_path: Path) -> 
     assert genesis.settings.env == "dev"  # the light part is there from __init__
 
 
-async def test_ingestion_stores_the_sentence_vectors_a_warm_process_needs(demo_home: Path) -> None:
+async def test_ingestion_stores_the_text_vectors_a_warm_process_needs(demo_home: Path) -> None:
     from genesis.app import evidence_sentences
 
     overrides = {"home": str(demo_home)}
     async with Genesis.from_config("dev", environ={}, overrides=overrides) as g:
         chunks = [c.text for name in await g.kb.collections() for c in await g.kb.all_chunks(name)]
-        stored = g.sentence_vectors.store.get_many(evidence_sentences(chunks))
+        stored = g.text_vectors.store.get_many(evidence_sentences(chunks))
         assert stored and all(v is not None for v in stored)
         result = await g.ask("How do I rotate an API key?")
         assert result.answer.sources
         # Every sentence the evidence check weighed was read from the store, none embedded.
-        assert (g.sentence_vectors.hits > 0, g.sentence_vectors.misses) == (True, 0)
-    assert (demo_home / "sentence_vectors.sqlite").is_file()
+        assert (g.text_vectors.hits > 0, g.text_vectors.misses) == (True, 0)
+    assert (demo_home / "text_vectors.sqlite").is_file()
