@@ -1,6 +1,7 @@
 """What a warm `genesis ask` costs next to Python's own start-up and imports.
 
-    python benchmarks/cli_startup.py --json out.json [--repetitions 7] [--question Q] [--src DIR]
+    python benchmarks/cli_startup.py --json out.json [--repetitions 7] [--question Q]
+                                     [--src DIR] [--baseline DIR]
 
 In one run, on a fresh ``GENESIS_HOME`` that one `genesis ask` warmed first (it ingests the
 demo knowledge base), each repetition times these commands as child processes, one after
@@ -19,7 +20,10 @@ and ``ask_repeat / import_cli``, and the in-process total the asks reported (``-
 ``timings_ms.total``). Children run with this checkout's ``src`` first on ``PYTHONPATH``, BLAS
 pinned to one thread and bytecode caching on (in a private ``PYTHONPYCACHEPREFIX``), as an
 installed package has it, even where the environment sets ``PYTHONDONTWRITEBYTECODE``.
-``--src`` measures another checkout's ``src`` (for example an export of an older commit).
+``--src`` measures another checkout's ``src``; ``--baseline DIR`` measures a second one in
+the same run, interleaved with the first, and adds ``baseline`` (its results) and
+``baseline_vs_src`` (its medians over the first's: above 1, the first is faster), e.g. with
+``git archive OLD src | tar -x -C /tmp/old`` and ``--baseline /tmp/old/src``.
 """
 
 from __future__ import annotations
@@ -90,50 +94,79 @@ def _new_questions(count: int, asked: str) -> list[str]:
     return questions[:count]
 
 
-def measure(repetitions: int, question: str, src: Path, work: Path) -> dict[str, Any]:
-    env = _env(src, work / "home", work / "pycache")
-    py = sys.executable
-    listed = work / "modules.json"
-    # Warm-up: ingest the demo, write the caches, compile bytecode, list the ask's modules.
-    _run([py, "-m", "genesis", "ask", question, "--json"], env)
-    _run([py, "-c", _LIST_MODULES, question, str(listed)], env)
-    commands = {
-        "python": [py, "-c", "pass"],
-        "import_cli": [py, "-c", "import genesis.cli"],
-        "ask_imports": [py, "-c", _IMPORT_LISTED, str(listed)],
-        "ask_repeat": [py, "-m", "genesis", "ask", question, "--json"],
-    }
-    samples: dict[str, list[float]] = {name: [] for name in [*commands, "ask_new"]}
-    reported: dict[str, list[float]] = {"ask_repeat": [], "ask_new": []}
+class _Subject:
+    """One checkout's ``src``: its own home and bytecode cache, warmed once."""
+
+    def __init__(self, src: Path, question: str, work: Path) -> None:
+        self.src = src
+        self.env = _env(src, work / "home", work / "pycache")
+        self.listed = work / "modules.json"
+        py = sys.executable
+        # Warm-up: ingest the demo, write the caches, compile bytecode, list the ask's modules.
+        _run([py, "-m", "genesis", "ask", question, "--json"], self.env)
+        _run([py, "-c", _LIST_MODULES, question, str(self.listed)], self.env)
+        self.commands = {
+            "python": [py, "-c", "pass"],
+            "import_cli": [py, "-c", "import genesis.cli"],
+            "ask_imports": [py, "-c", _IMPORT_LISTED, str(self.listed)],
+            "ask_repeat": [py, "-m", "genesis", "ask", question, "--json"],
+        }
+        self.samples: dict[str, list[float]] = {n: [] for n in [*self.commands, "ask_new"]}
+        self.reported: dict[str, list[float]] = {"ask_repeat": [], "ask_new": []}
+
+    def repetition(self, new_question: str) -> None:
+        ask_new = [sys.executable, "-m", "genesis", "ask", new_question, "--json"]
+        for name, cmd in {**self.commands, "ask_new": ask_new}.items():
+            elapsed, stdout = _run(cmd, self.env)
+            self.samples[name].append(elapsed)
+            if name in self.reported:
+                total = json.loads(stdout)["answer"]["timings_ms"]["total"]
+                self.reported[name].append(total)
+
+    def result(self) -> dict[str, Any]:
+        medians = {name: statistics.median(values) for name, values in self.samples.items()}
+        ask, imports = medians["ask_repeat"], medians["ask_imports"]
+        return {
+            "src": str(self.src),
+            "modules_loaded_by_ask": len(json.loads(self.listed.read_text(encoding="utf-8"))),
+            "median_s": {k: round(v, 4) for k, v in medians.items()},
+            "ratios": {
+                "ask_repeat_vs_ask_imports": round(ask / imports, 3),
+                "ask_new_vs_ask_imports": round(medians["ask_new"] / imports, 3),
+                "ask_repeat_vs_import_cli": round(ask / medians["import_cli"], 3),
+            },
+            "over_imports_s": {
+                "ask_repeat": round(ask - imports, 4),
+                "ask_new": round(medians["ask_new"] - imports, 4),
+            },
+            "reported_total_ms_median": {
+                k: round(statistics.median(v), 2) for k, v in self.reported.items()
+            },
+            "samples_s": {k: [round(v, 4) for v in vs] for k, vs in self.samples.items()},
+        }
+
+
+def measure(
+    repetitions: int, question: str, src: Path, work: Path, baseline: Path | None = None
+) -> dict[str, Any]:
+    """``src`` (and ``baseline``, interleaved with it) measured ``repetitions`` times."""
+    subjects = [_Subject(src, question, work / "subject")]
+    if baseline is not None:
+        subjects.append(_Subject(baseline, question, work / "baseline"))
     for new_question in _new_questions(repetitions, question):
-        runs = {**commands, "ask_new": [py, "-m", "genesis", "ask", new_question, "--json"]}
-        for name, cmd in runs.items():
-            elapsed, stdout = _run(cmd, env)
-            samples[name].append(elapsed)
-            if name in reported:
-                reported[name].append(json.loads(stdout)["answer"]["timings_ms"]["total"])
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    return {
-        "src": str(src),
-        "repetitions": repetitions,
-        "question": question,
-        "modules_loaded_by_ask": len(json.loads(listed.read_text(encoding="utf-8"))),
-        "bytecode_cache": True,
-        "median_s": {k: round(v, 4) for k, v in medians.items()},
-        "ratios": {
-            "ask_repeat_vs_ask_imports": round(medians["ask_repeat"] / medians["ask_imports"], 3),
-            "ask_new_vs_ask_imports": round(medians["ask_new"] / medians["ask_imports"], 3),
-            "ask_repeat_vs_import_cli": round(medians["ask_repeat"] / medians["import_cli"], 3),
-        },
-        "over_imports_s": {
-            "ask_repeat": round(medians["ask_repeat"] - medians["ask_imports"], 4),
-            "ask_new": round(medians["ask_new"] - medians["ask_imports"], 4),
-        },
-        "reported_total_ms_median": {
-            k: round(statistics.median(v), 2) for k, v in reported.items()
-        },
-        "samples_s": {k: [round(v, 4) for v in vs] for k, vs in samples.items()},
-    }
+        for subject in subjects:
+            subject.repetition(new_question)
+    result: dict[str, Any] = {"repetitions": repetitions, "question": question}
+    result["bytecode_cache"] = True
+    result.update(subjects[0].result())
+    if baseline is not None:
+        base = subjects[1].result()
+        result["baseline"] = base
+        result["baseline_vs_src"] = {
+            name: round(base["median_s"][name] / result["median_s"][name], 3)
+            for name in ("import_cli", "ask_imports", "ask_repeat", "ask_new")
+        }
+    return result
 
 
 def main() -> None:
@@ -142,11 +175,14 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--question", default=DEFAULT_QUESTION)
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the genesis to measure")
+    parser.add_argument("--baseline", type=Path, help="another src, measured interleaved")
     args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
     with tempfile.TemporaryDirectory(prefix="genesis-cli-startup-") as tmp:
-        result = measure(args.repetitions, args.question, args.src.resolve(), Path(tmp))
+        result = measure(args.repetitions, args.question, args.src.resolve(), Path(tmp), baseline)
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("median_s", "ratios", "over_imports_s")}, indent=2))
+    keys = ("median_s", "ratios", "over_imports_s", "baseline_vs_src")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
 
 
 if __name__ == "__main__":
