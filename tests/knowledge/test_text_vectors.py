@@ -172,3 +172,16 @@ def test_the_store_is_bounded_by_evicting_the_oldest(tmp_path: Path) -> None:
     kept = [t for t, v in zip(texts, store.get_many(texts), strict=True) if v is not None]
     assert 0 < len(kept) <= 10
     assert texts[-1] in kept and texts[0] not in kept
+
+
+def test_an_unusable_store_only_costs_embedding_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "v.sqlite"
+    path.mkdir()  # not a file SQLite can open
+    stored, embed = _stored(path)
+    with caplog.at_level(logging.WARNING, logger="genesis.knowledge._text_vectors"):
+        first = stored.embed_documents(TEXTS)
+        again = stored.embed_documents(TEXTS)
+    assert np.array_equal(first, again) and embed.embedded == TEXTS + TEXTS
+    assert len(caplog.records) == 1 and "unusable" in caplog.text

@@ -87,7 +87,7 @@ class TextVectorStore:
     - The file opens on first use. Reads and writes of one process share one connection
       under a lock; other processes read concurrently (WAL) and wait up to ``busy_timeout_s``
       for the write lock. A failed write is logged, never raised: the store is an optimisation.
-    - A file SQLite reports as damaged is renamed to ``<name>.corrupt-<time>`` (with its WAL)
+    - A file SQLite reports as damaged is renamed to ``<name>.corrupt-<ns>`` (with its WAL)
       and a new one is started, with one warning naming both; the vectors are embedded again
       on demand. Nothing else under ``GENESIS_HOME`` is touched.
     - Past ``max_bytes`` of values, the oldest-written entries are evicted.
@@ -112,6 +112,7 @@ class TextVectorStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._inode: int | None = None
+        self._warned: set[str] = set()
         # Summing every value's size is a table scan: done once per max_bytes/16 written.
         self._unchecked = max_bytes
 
@@ -210,17 +211,24 @@ class TextVectorStore:
                 try:
                     return op(self._connect(), *args)
                 except sqlite3.OperationalError as exc:  # locked, busy, I/O: not damage
-                    logger.warning("text vector store %s: %s", self._path, exc)
+                    self._warn(exc)
                     return default
                 except sqlite3.DatabaseError as exc:  # "malformed", "not a database"
-                    if attempt == 2:
-                        logger.warning("text vector store %s: %s", self._path, exc)
+                    if attempt == 2 or not self._set_aside(exc):
+                        self._warn(exc)
                         return default
-                    self._set_aside(exc)
                 except OSError as exc:
-                    logger.warning("text vector store %s unusable: %s", self._path, exc)
+                    self._warn(exc)
                     return default
         return default
+
+    def _warn(self, exc: Exception) -> None:
+        """A warning the first time an error is seen, then debug lines: a read-only home must
+        not log on every request."""
+        text = f"{type(exc).__name__}: {exc}"
+        level = logging.DEBUG if text in self._warned else logging.WARNING
+        self._warned.add(text)
+        logger.log(level, "text vector store %s unusable, embedding instead: %s", self._path, text)
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -240,22 +248,33 @@ class TextVectorStore:
         self._db = db
         return db
 
-    def _set_aside(self, exc: Exception) -> None:
+    def _set_aside(self, exc: Exception) -> bool:
         """Rename the damaged file (and its WAL) out of the way, unless another process did
-        so already, and forget the connection: the next call starts a new file."""
+        so already, and forget the connection: the next call starts a new file. False when
+        the file could not be moved (then it is left as it is and only read around)."""
         if self._db is not None:
             self._db.close()
             self._db = None
         try:
             if self._path.stat().st_ino != self._inode:
-                return  # another process already replaced it: just reopen
+                return True  # another process already replaced it: just reopen
         except FileNotFoundError:
-            return
-        aside = self._path.with_name(f"{self._path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{self._path}{suffix}")
-            if src.exists():
-                os.replace(src, f"{aside}{suffix}")
+            return True
+        # Nanoseconds in the name: a second damaged file never replaces the first one kept.
+        aside = self._path.with_name(f"{self._path.name}.corrupt-{time.time_ns()}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{self._path}{suffix}")
+                if src.exists():
+                    os.replace(src, f"{aside}{suffix}")
+        except OSError as move_error:
+            logger.warning(
+                "text vector store %s is damaged (%s) and could not be moved: %s",
+                self._path,
+                exc,
+                move_error,
+            )
+            return False
         logger.warning(
             "text vector store %s is damaged (%s): moved to %s, starting a new file; "
             "its vectors will be embedded again when needed",
@@ -263,6 +282,7 @@ class TextVectorStore:
             exc,
             aside,
         )
+        return True
 
 
 class StoredEmbeddings:
