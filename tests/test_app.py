@@ -166,6 +166,7 @@ def test_the_cli_and_app_do_not_import_server_or_heavy_engines() -> None:
     heavy = ["uvicorn", "fastapi", "qdrant_client", "torch", "sentence_transformers"]
     heavy.append("prometheus_client")  # only once metrics are enabled (the server)
     heavy += ["redis", "sqlalchemy"]  # only with redis.url / once a database is opened
+    heavy.append("httpx")  # only with an HTTP backend or a remote tokenizer
     code = (
         "import sys, genesis.cli, genesis.app; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"

@@ -80,7 +80,7 @@ from genesis.router import (
     answer_alternates,
     cards_from_profiles,
 )
-from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
+from genesis.tokens import HFTokenizer, SegmentEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -253,9 +253,7 @@ class Genesis:
             max_wait_ms=s.knowledge.query_batch_wait_ms,
         )
         stack.push_async_callback(self.batcher.aclose)
-        self.tokenizer = await self._build_tokenizer()
-        if isinstance(self.tokenizer, RemoteTokenizer):
-            stack.push_async_callback(self.tokenizer.aclose)
+        self.tokenizer = await self._build_tokenizer(stack)
         self.encoder = SegmentEncoder(self.tokenizer)
         self.store = self._build_store()
         self.token_cache = TokenCache(
@@ -318,7 +316,7 @@ class Genesis:
             return self.tokenizer
         return HFTokenizer.from_file(self.embedder.tokenizer_path)
 
-    async def _build_tokenizer(self) -> Tokenizer:
+    async def _build_tokenizer(self, stack: AsyncExitStack) -> Tokenizer:
         kind = self.settings.tokenizer.kind
         if kind == "embedder":
             return HFTokenizer.from_file(self.embedder.tokenizer_path, name="all-minilm-l6-v2")
@@ -328,12 +326,15 @@ class Genesis:
             return HFTokenizer.from_file(self.settings.tokenizer.path)
         if not self.settings.llm.base_url:
             raise ConfigError("llm.base_url is required when tokenizer.kind is 'remote'")
+        from genesis.tokens import RemoteTokenizer  # imports httpx: only when configured
+
         remote = RemoteTokenizer(
             self.settings.llm.base_url,
             self.settings.llm.default_model,
             api_key=self.settings.llm.api_key,
             vocab_size=self.settings.tokenizer.vocab_size,
         )
+        stack.push_async_callback(remote.aclose)
         try:
             await remote.warm_up()
         except TokenizerError as exc:
