@@ -42,8 +42,8 @@ from genesis.observability import (
 )
 
 STAGES = {
-    "auth": 0.05, "route": 11.2, "session_read": 0.2, "embed": 0.3, "search": 0.9,
-    "tokens": 0.4, "assemble": 0.6, "generate": 220.0, "session_write": 0.2,
+    "auth": 0.05, "route": 11.2, "session_read": 0.2, "embed": 0.3, "retrieve": 0.9,
+    "token_cache": 0.4, "assemble": 0.6, "generate": 220.0, "session_write": 0.2,
     "tracking": 0.05, "serialize": 0.3,
 }  # fmt: skip
 TIERS = ["l1", "l1", "l2", "l1", "miss"]

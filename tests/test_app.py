@@ -165,6 +165,8 @@ def test_the_cli_and_app_do_not_import_server_or_heavy_engines() -> None:
 
     heavy = ["uvicorn", "fastapi", "qdrant_client", "torch", "sentence_transformers"]
     heavy.append("prometheus_client")  # only once metrics are enabled (the server)
+    heavy += ["redis", "sqlalchemy"]  # only with redis.url / once a database is opened
+    heavy.append("httpx")  # only with an HTTP backend or a remote tokenizer
     code = (
         "import sys, genesis.cli, genesis.app; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
@@ -184,3 +186,18 @@ async def test_using_genesis_before_warm_up_is_a_clear_error(tmp_path: Path) -> 
     with pytest.raises(NotWarmedUpError, match="Genesis.agents"):
         await genesis.ask("How do I rotate an API key?", agent="support")
     assert genesis.settings.env == "dev"  # the light part is there from __init__
+
+
+async def test_ingestion_stores_the_text_vectors_a_warm_process_needs(demo_home: Path) -> None:
+    from genesis.app import evidence_sentences
+
+    overrides = {"home": str(demo_home)}
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as g:
+        chunks = [c.text for name in await g.kb.collections() for c in await g.kb.all_chunks(name)]
+        stored = g.text_vectors.store.get_many(evidence_sentences(chunks))
+        assert stored and all(v is not None for v in stored)
+        result = await g.ask("How do I rotate an API key?")
+        assert result.answer.sources
+        # Every sentence the evidence check weighed was read from the store, none embedded.
+        assert (g.text_vectors.hits > 0, g.text_vectors.misses) == (True, 0)
+    assert (demo_home / "text_vectors.sqlite").is_file()

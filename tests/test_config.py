@@ -172,3 +172,13 @@ def test_a_plain_key_in_a_config_file_is_kept_only_as_its_digest(tmp_path: Path)
     assert key not in repr(settings) and key not in str(settings.model_dump())
     with pytest.raises(ConfigError, match="OPS_KEY"):
         load_settings(config_dir=tmp_path, environ={})
+
+
+def test_the_packaged_files_read_the_same_with_the_fast_yaml_loader() -> None:
+    import yaml
+
+    from genesis import config
+
+    for path in sorted(PACKAGED_DIR.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        assert yaml.load(text, Loader=config._YAML_LOADER) == yaml.safe_load(text), path.name

@@ -26,8 +26,6 @@ from genesis._readiness import AgentChecks, probe_agent, readiness, register_bui
 from genesis.agents import Agent, AnswerOptions
 from genesis.cache import (
     CircuitBreaker,
-    RedisClusterTokenStore,
-    RedisTokenStore,
     SqliteTokenStore,
     TokenCache,
     TokenStore,
@@ -49,10 +47,19 @@ from genesis.knowledge import (
     MiniLMEmbedder,
     QueryBatcher,
     ScoredChunk,
+    StoredEmbeddings,
+    TextVectorStore,
     VectorStore,
 )
-from genesis.llm import LLMBackend, ModelRegistry, ModelRoute, build_backend, replica_options
-from genesis.memory import InProcessSessionStore, RedisSessionStore, SessionLimits, SessionStore
+from genesis.llm import (
+    LLMBackend,
+    ModelRegistry,
+    ModelRoute,
+    build_backend,
+    replica_options,
+    split_sentences,
+)
+from genesis.memory import InProcessSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import (
     AbstentionPolicy,
@@ -73,7 +80,7 @@ from genesis.router import (
     answer_alternates,
     cards_from_profiles,
 )
-from genesis.tokens import HFTokenizer, RemoteTokenizer, SegmentEncoder, Tokenizer
+from genesis.tokens import HFTokenizer, SegmentEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +162,15 @@ class Genesis:
     tracker = _Part[Tracker]()
     sessions = _Part[SessionStore]()
     rollout = _Part[Rollout]()
+    text_vectors = _Part[StoredEmbeddings]()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.home_path()
         self._parts: dict[str, Any] = {}
         self._ready = False
+        self._preload = True
+        self._vocabulary_chunks = 0  # chunks the abstention check's vocabulary was built from
         # True once the indexes are in memory too: a first request then loads nothing, so
         # only then may /health/ready say ok (false again while ensure_demo ingests).
         self._serving = False
@@ -194,11 +204,18 @@ class Genesis:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, *, preload: bool = True) -> None:
         """Build every component once; idempotent. On any failure, whatever was already
-        opened is closed again before the error propagates."""
+        opened is closed again before the error propagates.
+
+        ``preload`` (a server) also loads what a first request needs: the model weights, the
+        router's card vectors and every collection's indexes. Without it (a CLI call that
+        answers one question) each loads when first used: a question whose vectors are all
+        stored (see :meth:`recall_query`) is then answered without loading the model.
+        """
         if self._ready:
             return
+        self._preload = preload
         stack = AsyncExitStack()
         try:
             await self._build(stack)
@@ -212,7 +229,7 @@ class Genesis:
         # it has put in the catalog but not yet committed to the vector store must not be read.
         async with _home_lock(self.home):
             await self._load_indexes()
-        self._serving = True
+        self._serving = preload
 
     async def _load_models(self) -> None:
         """Model weights and the router's card vectors, off the loop. Under the home's lock:
@@ -236,9 +253,7 @@ class Genesis:
             max_wait_ms=s.knowledge.query_batch_wait_ms,
         )
         stack.push_async_callback(self.batcher.aclose)
-        self.tokenizer = await self._build_tokenizer()
-        if isinstance(self.tokenizer, RemoteTokenizer):
-            stack.push_async_callback(self.tokenizer.aclose)
+        self.tokenizer = await self._build_tokenizer(stack)
         self.encoder = SegmentEncoder(self.tokenizer)
         self.store = self._build_store()
         self.token_cache = TokenCache(
@@ -267,6 +282,7 @@ class Genesis:
         )
         self.registry = self._build_registry(self.backend)
         stack.push_async_callback(self.registry.aclose)  # closes the backend
+        self.text_vectors = self._build_text_vectors(stack)
         self._evidence = self._build_evidence()
         self.agents = {name: await self._build_agent(p) for name, p in s.agents.items()}
         self.sessions = self._build_sessions()
@@ -283,7 +299,8 @@ class Genesis:
             registry=self.registry,
             evidence=self._retrieval_evidence,
         )
-        await self._load_models()
+        if self._preload:
+            await self._load_models()
 
     async def aclose(self) -> None:
         """Close every client and store opened by :meth:`warm_up` (idempotent)."""
@@ -299,7 +316,7 @@ class Genesis:
             return self.tokenizer
         return HFTokenizer.from_file(self.embedder.tokenizer_path)
 
-    async def _build_tokenizer(self) -> Tokenizer:
+    async def _build_tokenizer(self, stack: AsyncExitStack) -> Tokenizer:
         kind = self.settings.tokenizer.kind
         if kind == "embedder":
             return HFTokenizer.from_file(self.embedder.tokenizer_path, name="all-minilm-l6-v2")
@@ -309,12 +326,15 @@ class Genesis:
             return HFTokenizer.from_file(self.settings.tokenizer.path)
         if not self.settings.llm.base_url:
             raise ConfigError("llm.base_url is required when tokenizer.kind is 'remote'")
+        from genesis.tokens import RemoteTokenizer  # imports httpx: only when configured
+
         remote = RemoteTokenizer(
             self.settings.llm.base_url,
             self.settings.llm.default_model,
             api_key=self.settings.llm.api_key,
             vocab_size=self.settings.tokenizer.vocab_size,
         )
+        stack.push_async_callback(remote.aclose)
         try:
             await remote.warm_up()
         except TokenizerError as exc:
@@ -332,6 +352,8 @@ class Genesis:
             url = redis.url.get_secret_value()
             kind = "Redis Cluster" if redis.cluster else "Redis"
             logger.info("token cache L2: %s at %s", kind, redact_url(url))
+            from genesis.cache import RedisClusterTokenStore, RedisTokenStore
+
             store_class = RedisClusterTokenStore if redis.cluster else RedisTokenStore
             try:
                 return store_class.from_url(
@@ -351,6 +373,8 @@ class Genesis:
             logger.warning("sessions: kept in-process (the Redis session store is single-node)")
         if self.settings.redis.url is None or self.settings.redis.cluster:
             return InProcessSessionStore(limits, max_sessions=s.max_sessions)
+        from genesis.memory import RedisSessionStore
+
         return RedisSessionStore.from_url(
             self.settings.redis.url.get_secret_value(),
             limits,
@@ -402,13 +426,23 @@ class Genesis:
                 out[name] = score
         return out
 
+    def _build_text_vectors(self, stack: AsyncExitStack) -> StoredEmbeddings:
+        """Text vectors kept on disk: the evidence check's sentence vectors (a warm process
+        reads them instead of embedding the sentences of every collection's best chunks
+        again) and the CLI's query vectors. The file opens on first use, in the executor."""
+        store = TextVectorStore(
+            self.home / "text_vectors.sqlite", self.embedder.fingerprint, self.embedder.dim
+        )
+        stack.push_async_callback(asyncio.to_thread, store.close)
+        return StoredEmbeddings(self.embedder.embed_documents, store)
+
     def _build_evidence(self) -> EvidenceScorer:
         """One sentence ranker for every agent (its sentence-vector cache is shared)."""
         answers = self.settings.answers
         policy = AbstentionPolicy(enabled=answers.abstain)
         if answers.abstain_threshold is not None:
             policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
-        return EvidenceScorer(self.embedder.embed_documents, self.embedder.embed_query, policy)
+        return EvidenceScorer(self.text_vectors.embed_documents, self.embedder.embed_query, policy)
 
     def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
         """The database opens on the first read (off the loop, by the state cache)."""
@@ -463,8 +497,13 @@ class Genesis:
         self._serving = False  # new collections are not in memory until loaded below
         async with _home_lock(self.home):
             reports = await self._ingest_demo(progress)
-        await self._load_indexes()
-        self._serving = True
+        changed = any(r.chunks_added or r.chunks_removed for r in reports.values())
+        # Without preloading, only the vocabulary is kept current here, and ingest() already
+        # refreshed it if this process changed anything (an empty one: another process may
+        # have ingested since warm_up).
+        if self._preload or changed or not self._vocabulary_chunks:
+            await self._load_indexes()
+        self._serving = self._preload
         return reports
 
     async def _ingest_demo(self, progress: Progress | None) -> dict[str, IngestReport]:
@@ -477,9 +516,11 @@ class Genesis:
         return reports
 
     async def _load_indexes(self) -> None:
-        """One search per collection loads its vectors, HNSW file and BM25 index."""
-        for name in sorted(await self.kb.collections()):
-            await self.kb.search("warm up", name, 1)
+        """One search per collection loads its vectors, HNSW file and BM25 index (when
+        preloading; otherwise a collection loads on its first search)."""
+        if self._preload:
+            for name in sorted(await self.kb.collections()):
+                await self.kb.search("warm up", name, 1)
         await self._refresh_vocabulary()
 
     async def _refresh_vocabulary(self) -> None:
@@ -487,7 +528,9 @@ class Genesis:
         texts = []
         for name in sorted(await self.kb.collections()):
             texts += [f"{c.heading}\n{c.text}" for c in await self.kb.all_chunks(name)]
-        self._evidence.set_vocabulary(await run_cpu(vocabulary, texts))
+        vocab = await run_cpu(vocabulary, texts)
+        self._evidence.set_vocabulary(vocab)
+        self._vocabulary_chunks = vocab.n
 
     @property
     def serving(self) -> bool:
@@ -502,9 +545,36 @@ class Genesis:
         report = await self.kb.ingest(Path(path), collection, progress=progress)
         if report.chunks_added:
             await self.cache_warm(collection)
+            await self.warm_sentences(collection, progress=progress)
         if report.chunks_added or report.chunks_removed:
             await self._refresh_vocabulary()
         return report
+
+    async def warm_sentences(self, collection: str, *, progress: Progress | None = None) -> int:
+        """Embed the sentences the evidence check will weigh in ``collection``'s chunks and
+        store them (those already stored cost nothing); returns how many were embedded."""
+        chunks = await self.kb.all_chunks(collection)
+        texts = await run_cpu(evidence_sentences, [c.text for c in chunks])
+        return await run_cpu(self.text_vectors.warm, texts, progress=progress)
+
+    async def recall_query(self, text: str) -> bool:
+        """Put ``text``'s stored query vector (stored by an earlier process, see
+        :meth:`remember_query`) in the query-embedding cache; False when none is stored.
+
+        For a process that answers one question (the CLI): the server keeps query vectors in
+        memory only, rather than writing every new question to disk.
+        """
+        [vector] = await run_cpu(self.text_vectors.store.get_many, [text])
+        if vector is None:
+            return False
+        self.embedder.cache_query(text, vector)
+        return True
+
+    async def remember_query(self, text: str) -> None:
+        """Store ``text``'s query vector if this process embedded it (see :meth:`recall_query`)."""
+        vector = self.embedder.cached_query(text)
+        if vector is not None:
+            await run_cpu(self.text_vectors.store.put_many, [text], vector[None, :])
 
     async def search(
         self, query: str, collection: str, *, top_k: int = 5, mode: str = "hybrid"
@@ -672,6 +742,12 @@ def _on_fallback(agent: str, from_model: str, to_model: str, reason: str) -> Non
     """A fallback is a metric and a fact of the request's event."""
     record_fallback(agent, from_model, to_model, reason)
     note_fallback(agent, from_model, to_model, reason)
+
+
+def evidence_sentences(chunk_texts: Sequence[str]) -> list[str]:
+    """The sentences of ``chunk_texts`` whose vectors `EvidenceScorer.assess` asks for: it
+    splits a prompt's chunk texts with the same `split_sentences`, one chunk at a time."""
+    return [s.text for s in split_sentences(chunk_texts)]
 
 
 @asynccontextmanager

@@ -90,13 +90,14 @@ def _open() -> Genesis:
     )
 
 
-def _run(work: Callable[[Genesis], Awaitable[T]]) -> T:
-    """Open the app, run ``work(app)``, close it; GenesisError -> exit 2 with the message."""
+def _run(work: Callable[[Genesis], Awaitable[T]], *, preload: bool = True) -> T:
+    """Open the app, run ``work(app)``, close it; GenesisError -> exit 2 with the message.
+    ``preload=False``: models and indexes load when first used (`Genesis.warm_up`)."""
 
     async def go() -> T:
         genesis = _open()
         try:
-            await genesis.warm_up()
+            await genesis.warm_up(preload=preload)
             return await work(genesis)
         finally:
             await genesis.aclose()
@@ -165,9 +166,16 @@ def ask(
     async def work(genesis: Genesis) -> AskResult:
         with _progress("Preparing demo knowledge base", as_json) as progress:
             await genesis.ensure_demo(progress=progress)
-        return await genesis.ask(question, agent=agent, collection=collection, top_k=top_k)
+        # A question asked before needs no model: its vector and its chunks' sentence
+        # vectors are stored under the home.
+        recalled = await genesis.recall_query(question)
+        result = await genesis.ask(question, agent=agent, collection=collection, top_k=top_k)
+        if not recalled:
+            await genesis.remember_query(question)
+        return result
 
-    result = _run(work)
+    # Nothing is preloaded: one question loads only what it needs.
+    result = _run(work, preload=False)
     if as_json:
         out.print_json(_dump(result.as_dict()))
         return

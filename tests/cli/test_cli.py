@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,15 @@ def test_run_with_an_option_the_task_does_not_take_exits_2_with_a_message(
     missing = run(home, "run", "se_darwin", str(source))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "option 'tests' is required" in missing.stderr
+
+
+def test_a_repeated_question_is_answered_without_loading_the_model(home: Path) -> None:
+    question = f"How do I rotate an API key? ({uuid.uuid4().hex[:8]})"  # new to this home
+    first = run(home, "-v", "ask", question, "--json")
+    second = run(home, "-v", "ask", question, "--json")
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+    assert "loaded embedder" in first.stderr  # a new question is embedded
+    # Asked again: its vector and its chunks' sentence vectors are read from the home.
+    assert "loaded embedder" not in second.stderr
+    a, b = json.loads(first.stdout)["answer"], json.loads(second.stdout)["answer"]
+    assert (a["answer"], a["evidence"]) == (b["answer"], b["evidence"])

@@ -26,7 +26,7 @@ def test_other_is_what_no_stage_covered() -> None:
     with waterfall.stage("auth"):
         clock.now += 0.002
     clock.now += 0.001  # a gap no stage covers
-    waterfall.add_pipeline({"search": 3.0, "tokens": 1.0, "route": 0.5, "total": 99.0})
+    waterfall.add_pipeline({"retrieve": 3.0, "token_cache": 1.0, "route": 0.5, "total": 99.0})
     clock.now += 0.0045  # the 4.5 ms the pipeline stages took
     stages = waterfall.finish()
     assert list(stages) == ["auth", "route", "retrieve", "token_cache", "other", "total"]

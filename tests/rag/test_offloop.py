@@ -156,11 +156,11 @@ class Parts:
 
 
 async def _parts(root: Path, tokenizer: GatedTokenizer, *, cpu_embedder: bool) -> Parts:
-    gates = {"embed": Gate(), "search": Gate(), "tokens": tokenizer.gate}
+    gates = {"embed": Gate(), "retrieve": Gate(), "token_cache": tokenizer.gate}
     kb = KnowledgeBase(
         root,
         GatedEmbedder(gates["embed"], cpu=cpu_embedder),
-        GatedStore(root / "vectors", gates["search"]),
+        GatedStore(root / "vectors", gates["retrieve"]),
         chunk_tokens=128,
         count_tokens=tokenizer.count,
     )
@@ -189,7 +189,7 @@ async def _loop_serves_while(gate: Gate, request: Awaitable[T]) -> T:
     return await task
 
 
-@pytest.mark.parametrize("stage", ["embed", "search", "tokens"])
+@pytest.mark.parametrize("stage", ["embed", "retrieve", "token_cache"])
 async def test_a_slow_stage_leaves_the_loop_free(
     parts: Parts, executor: CountingExecutor, stage: str
 ) -> None:
@@ -218,7 +218,7 @@ async def test_every_stage_of_a_request_goes_through_the_executor(
     assert "KnowledgeBase._search_sync" in calls  # dense + BM25 + catalog in one hop
     assert "SegmentEncoder._encode_sync" in calls  # the chunk misses and the query segment
     assert calls[-1] == "extractive_answer"  # generate
-    assert {"embed", "search", "tokens", "assemble", "generate"} <= set(answer.timings_ms)
+    assert {"embed", "retrieve", "token_cache", "assemble", "generate"} <= set(answer.timings_ms)
     # One hop per stage and no more: embed, search, chunk misses, query segment, answer.
     assert len(calls) == 5, calls
 

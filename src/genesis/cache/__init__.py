@@ -9,15 +9,22 @@ Typical wiring (once, in a lifespan)::
     await cache.check_memory_policy()                      # logs a warning if Redis is unbounded
     lookup = await cache.get_many("docs", texts)           # lookup.ids, lookup.tiers
     await cache.aclose()
+
+``RedisTokenStore`` and ``RedisClusterTokenStore`` are imported on first access: redis-py
+costs ~50 ms to import, which the embedded SQLite store (and every CLI start) should not pay.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from genesis._breaker import BreakerState, CircuitBreaker
 from genesis.cache._cache import CacheLookup, CacheStats, TokenCache
-from genesis.cache._cluster import RedisClusterTokenStore
 from genesis.cache._l1 import L1Cache
-from genesis.cache._redis import RedisTokenStore
 from genesis.cache._sqlite import SqliteTokenStore
 from genesis.cache._store import MemoryTokenStore, TokenStore
+
+if TYPE_CHECKING:
+    from genesis.cache._cluster import RedisClusterTokenStore
+    from genesis.cache._redis import RedisTokenStore
 
 __all__ = [
     "BreakerState",
@@ -32,3 +39,15 @@ __all__ = [
     "TokenCache",
     "TokenStore",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisTokenStore":
+        from genesis.cache._redis import RedisTokenStore
+
+        return RedisTokenStore
+    if name == "RedisClusterTokenStore":
+        from genesis.cache._cluster import RedisClusterTokenStore
+
+        return RedisClusterTokenStore
+    raise AttributeError(f"module 'genesis.cache' has no attribute {name!r}")

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from genesis.config import Settings
 from genesis.events._model import Feedback, RequestEvent, UsageGroup, UsageRow
@@ -92,8 +91,9 @@ class SqlEventStore:
         rows = _unique_rows(events)
         if not rows:
             return
-        insert = postgresql.insert if self._db.kind == "postgresql" else sqlite.insert
-        statement = insert(EVENTS).on_conflict_do_nothing(index_elements=["request_id"])
+        statement = _insert(self._db.kind)(EVENTS).on_conflict_do_nothing(
+            index_elements=["request_id"]
+        )
         with self._db.engine.begin() as conn:
             conn.execute(statement, rows)
 
@@ -142,8 +142,7 @@ class SqlEventStore:
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> bool:
         values = {"request_id": request_id, "score": score, "comment": comment, "ts": time.time()}
-        insert = postgresql.insert if self._db.kind == "postgresql" else sqlite.insert
-        upsert = insert(FEEDBACK).values(**values)
+        upsert = _insert(self._db.kind)(FEEDBACK).values(**values)
         upsert = upsert.on_conflict_do_update(
             index_elements=["request_id"],
             set_={
@@ -223,6 +222,18 @@ def _usage_row(groups: list[UsageGroup], row: dict[str, Any]) -> UsageRow:
         completion_tokens=int(row["completion_tokens"]),
         cost_usd=float(row["cost_usd"]),
     )
+
+
+def _insert(kind: str) -> Any:
+    """The dialect's ``insert`` (with ON CONFLICT). Imported here: the PostgreSQL dialect
+    costs ~70 ms to import, which a SQLite store (and every CLI start) should not pay."""
+    if kind == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def open_event_store(settings: Settings | str) -> SqlEventStore:

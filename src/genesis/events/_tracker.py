@@ -28,11 +28,9 @@ class Tracker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracker:
-        from genesis.events._sql import open_event_store
-
         store = settings.store
         recorder = EventRecorder(
-            functools.partial(open_event_store, settings),
+            functools.partial(_open_event_store, settings),
             queue_max=store.queue_max,
             batch_max=store.batch_max,
             flush_interval_s=store.flush_interval_s,
@@ -64,3 +62,11 @@ class Tracker:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.recorder.close)
+
+
+def _open_event_store(settings: Settings) -> EventStore:
+    """Imports SQLAlchemy's event tables only when the store is first opened (on the
+    recorder's thread): a CLI call that records nothing does not pay for them."""
+    from genesis.events._sql import open_event_store
+
+    return open_event_store(settings)

@@ -32,6 +32,7 @@ from genesis.knowledge._embedder import (
     pin_blas_threads,
 )
 from genesis.knowledge._store import VectorHit, VectorStore, check_collection_name
+from genesis.knowledge._text_vectors import StoredEmbeddings, TextVectorStore
 from genesis.knowledge._types import Chunk, ScoredChunk, content_hash
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ __all__ = [
     "QueryBatcher",
     "ScoredChunk",
     "SearchMode",
+    "StoredEmbeddings",
     "SyncSearchStore",
+    "TextVectorStore",
     "VectorHit",
     "Vector",
     "VectorStore",

@@ -1,5 +1,11 @@
 """LLM backends (vLLM token-ID completions, chat API, offline extractive) and the model
-registry with retries, circuit breakers and fine-tuned -> baseline fallback."""
+registry with retries, circuit breakers and fine-tuned -> baseline fallback.
+
+The HTTP backends are imported on first access: they import httpx (~30 ms, more with the
+CLI it pulls in), which the offline extractive default (and every CLI start) should not pay.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from genesis._breaker import (
     BreakerState,
@@ -19,19 +25,12 @@ from genesis.llm._extractive import (
     terms,
 )
 from genesis.llm._factory import BackendKind, build_backend, replica_options
-from genesis.llm._openai import ChatBackend, CompletionsBackend
 from genesis.llm._registry import (
     KeyedBreaker,
     ModelRegistry,
     ModelRoute,
     RegistryResult,
     reason_code,
-)
-from genesis.llm._replicas import (
-    Policy,
-    ReplicaRouter,
-    ReplicaSpec,
-    ReplicatedCompletionsBackend,
 )
 from genesis.llm._stream import OpenedStream, StreamDelta, StreamingBackend
 from genesis.llm._types import (
@@ -43,6 +42,15 @@ from genesis.llm._types import (
     Quote,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from genesis.llm._openai import ChatBackend, CompletionsBackend
+    from genesis.llm._replicas import (
+        Policy,
+        ReplicaRouter,
+        ReplicaSpec,
+        ReplicatedCompletionsBackend,
+    )
 
 __all__ = [
     "BLOCK_SIZE",
@@ -84,3 +92,22 @@ __all__ = [
     "split_sentences",
     "terms",
 ]
+
+
+_LAZY = {
+    "ChatBackend": "genesis.llm._openai",
+    "CompletionsBackend": "genesis.llm._openai",
+    "Policy": "genesis.llm._replicas",
+    "ReplicaRouter": "genesis.llm._replicas",
+    "ReplicaSpec": "genesis.llm._replicas",
+    "ReplicatedCompletionsBackend": "genesis.llm._replicas",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genesis.llm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import SecretStr
 
 from genesis.config import LLMSettings
 from genesis.errors import ConfigError
 from genesis.llm._extractive import ExtractiveBackend
-from genesis.llm._openai import ChatBackend, CompletionsBackend
-from genesis.llm._replicas import ReplicaSpec, ReplicatedCompletionsBackend
 from genesis.llm._types import LLMBackend
+
+if TYPE_CHECKING:  # the HTTP backends (and httpx) are imported only when configured
+    import httpx
+
+    from genesis.llm._replicas import ReplicaSpec
 
 BackendKind = Literal["extractive", "completions", "chat"]
 
@@ -30,6 +32,11 @@ def build_backend(
     """``"extractive"`` needs nothing; ``"completions"`` and ``"chat"`` need ``base_url``,
     except that ``"completions"`` may name ``replicas`` instead (then ``replica_options`` go
     to :class:`ReplicatedCompletionsBackend`)."""
+    if kind == "extractive" and not replicas:
+        return ExtractiveBackend()
+    from genesis.llm._openai import ChatBackend, CompletionsBackend
+    from genesis.llm._replicas import ReplicatedCompletionsBackend
+
     if kind == "completions" and replicas:
         if base_url:
             raise ConfigError("llm.base_url and llm.replicas are both set; keep one")
@@ -38,8 +45,6 @@ def build_backend(
         )
     if replicas and kind != "completions":
         raise ConfigError(f"llm.replicas needs the completions backend, not {kind!r}")
-    if kind == "extractive":
-        return ExtractiveBackend()
     if kind not in ("completions", "chat"):
         raise ConfigError(
             f"llm.backend: unknown backend {kind!r}; use extractive, completions or chat"
@@ -54,6 +59,8 @@ def replica_options(llm: LLMSettings) -> dict[str, Any]:
     """``build_backend`` keywords for ``llm.replicas`` (empty when none are configured)."""
     if not llm.replicas:
         return {}
+    from genesis.llm._replicas import ReplicaSpec
+
     return {
         "replicas": [ReplicaSpec(r.url, r.weight) for r in llm.replicas],
         "policy": llm.replica_policy,

@@ -17,13 +17,13 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import httpx
-
-from genesis._http import decode_response
 from genesis.errors import LLMServerError, LLMTimeoutError
 from genesis.llm._types import GenerationRequest, Usage
+
+if TYPE_CHECKING:  # httpx is imported when a stream is opened (see genesis.llm)
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ async def sse_json_events(
     ``timeout_s`` bounds the connection and each wait for the next bytes (a stream's total
     length is the model's business; a stalled one is cut).
     """
+    import httpx
+
+    from genesis._http import decode_response
+
     try:
         async with client.stream(
             "POST", url, json=payload, headers=headers, timeout=timeout_s

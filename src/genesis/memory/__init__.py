@@ -1,16 +1,24 @@
 """Session memory: conversation history per session, in-process or in Redis (pipelined,
-bounded in turns, size and time)."""
+bounded in turns, size and time).
+
+``RedisSessionStore`` is imported on first access: redis-py costs ~50 ms to import, which the
+in-process default (and every CLI start) should not pay.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from genesis.memory._store import (
     SESSION_ID_PATTERN,
     InProcessSessionStore,
-    RedisSessionStore,
     SessionLimits,
     SessionStore,
     SessionView,
     StoredTurn,
     check_session_id,
 )
+
+if TYPE_CHECKING:
+    from genesis.memory._redis import RedisSessionStore
 
 __all__ = [
     "SESSION_ID_PATTERN",
@@ -22,3 +30,11 @@ __all__ = [
     "StoredTurn",
     "check_session_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisSessionStore":
+        from genesis.memory._redis import RedisSessionStore
+
+        return RedisSessionStore
+    raise AttributeError(f"module 'genesis.memory' has no attribute {name!r}")

@@ -113,14 +113,13 @@ def record_request_trace(
     serialization) are not in it."""
     if _tracer is None:
         return
-    from genesis.observability._waterfall import PIPELINE_NAMES, STAGE_ORDER, current_waterfall
+    from genesis.observability._waterfall import STAGE_ORDER, current_waterfall
 
     waterfall = current_waterfall()
     stages = dict(waterfall.stages) if waterfall is not None else {}
     for name, ms in pipeline_ms.items():
         if name != "total":
-            key = PIPELINE_NAMES.get(name, name)
-            stages[key] = stages.get(key, 0.0) + ms
+            stages[name] = stages.get(name, 0.0) + ms
     # Laid end to end in the order they run (tracking, timed first here, runs last).
     rank = {name: i for i, name in enumerate(STAGE_ORDER)}
     stages = dict(sorted(stages.items(), key=lambda kv: rank.get(kv[0], len(rank))))

@@ -29,8 +29,6 @@ STAGE_ORDER = (
     "tracking",
     "serialize",
 )
-# The pipeline's own names (``TokenCachedRAG`` timings) -> the waterfall's.
-PIPELINE_NAMES = {"search": "retrieve", "tokens": "token_cache"}
 
 _current: ContextVar[Waterfall | None] = ContextVar("genesis_waterfall", default=None)
 
@@ -50,7 +48,7 @@ class Waterfall:
         """The stages a :class:`genesis.rag.TokenCachedRAG` answer (and the router) timed."""
         for name, ms in timings.items():
             if name != "total":
-                self.add(PIPELINE_NAMES.get(name, name), ms)
+                self.add(name, ms)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -121,9 +121,10 @@ class RAGAnswer:
 class TokenCachedRAG:
     """The token-cached RAG core: one ``answer()`` call per question.
 
-    Stage timings (ms) are reported under ``embed``, ``search``, ``tokens``, ``assemble``,
-    ``generate`` and ``total``. Each stage's CPU work runs in the CPU executor
-    (`genesis._executor`), so a stage's time includes its wait for a free worker.
+    Stage timings (ms) are reported under ``embed``, ``retrieve``, ``token_cache``,
+    ``assemble``, ``evidence``, ``generate`` and ``total``: the names of the server's
+    waterfall. Each stage's CPU work runs in the CPU executor (`genesis._executor`), so a
+    stage's time includes its wait for a free worker.
     """
 
     def __init__(
@@ -240,7 +241,7 @@ class TokenCachedRAG:
         s = settings
         hits, vector = await self._retrieve(query, collection, s.top_k, s.mode, timer)
         chunks = [hit.chunk for hit in hits]
-        with timer.stage("tokens"):
+        with timer.stage("token_cache"):
             lookup, past = await self._token_ids(collection, chunks, history)
         history_ids = list(past.ids) if past is not None else []
         hits, lookup = _without_refused(hits, lookup)
@@ -285,7 +286,7 @@ class TokenCachedRAG:
     ) -> tuple[list[ScoredChunk], Any]:
         with timer.stage("embed"):
             vector = await self._retriever.embed_query_async(query) if mode != "bm25" else None
-        with timer.stage("search"):
+        with timer.stage("retrieve"):
             hits = await self._retriever.search_vector(vector, query, collection, top_k, mode)
         return hits, vector
 
