@@ -110,3 +110,14 @@ def test_quotes_from_the_pipeline_are_used_in_their_order() -> None:
 @pytest.mark.parametrize("question", ["", "the and of"])
 def test_a_question_of_stop_words_ranks_nothing(question: str) -> None:
     assert rank_sentences(question, split_sentences(["Refunds take ten days."])) == []
+
+
+def test_with_semantic_scores_a_later_chunk_that_answers_beats_the_first_one() -> None:
+    sentences = split_sentences(
+        ["Webhook deliveries are logged for 30 days.", "Webhook deliveries time out after 10 s."]
+    )
+    question = "What about webhook deliveries?"  # the same lexical overlap for both
+    tied = rank_sentences(question, sentences, [0.5, 0.5])
+    assert tied[0].sentence.context == 0  # position only breaks the tie
+    ranked = rank_sentences(question, sentences, [0.5, 0.52])
+    assert ranked[0].sentence.context == 1  # a better similarity wins from a later chunk

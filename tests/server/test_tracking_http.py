@@ -65,7 +65,7 @@ def test_costs_per_request_add_up_to_usage_totals(
     plan: list[tuple[str, str, dict[str, Any]]] = [
         ("app1", "/v1/agents/support/query", {"question": "How do I get a refund?"}),
         ("app1", "/v1/agents/documentation/query", {"question": "How does pagination work?"}),
-        ("app2", "/v1/ask", {"question": "I was charged twice this month"}),
+        ("app2", "/v1/ask", {"question": "Why was my customer's card payment declined?"}),
         ("app2", "/v1/agents/documentation/query", {"question": "Which headers authenticate?"}),
     ]
     by_agent: dict[str, float] = defaultdict(float)

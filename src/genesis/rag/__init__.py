@@ -23,6 +23,7 @@ from genesis.rag._pipeline import (
     RAGUsage,
     Source,
     TokenCachedRAG,
+    may_win,
     renumber_citations,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "TokenCachedRAG",
     "Turn",
     "Vocabulary",
+    "may_win",
     "renumber_citations",
     "turns_from_messages",
     "vocabulary",
