@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -142,6 +143,9 @@ class TokenCache:
         self._probe: asyncio.Task[None] | None = None
         self._probe_timeout_s = probe_timeout_s
         self._n = _Counters()
+        # When the last failure that counted against the breaker was seen: calls already in
+        # flight then fail through the same incident and do not count again (see _failed).
+        self._incident_at = -math.inf
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -269,20 +273,27 @@ class TokenCache:
         try:
             result = await within(op, timeout_s or self._op_timeout_s)
         except TimeoutError:
-            self._failed(what, "timed out")
+            self._failed(what, "timed out", began)
             self._n.timeouts += 1
             return False, None
         except Exception as exc:  # any store failure: the cache must never fail a request
-            self._failed(what, repr(exc))
+            self._failed(what, repr(exc), began)
             return False, None
         if self._remote:
             record_redis_latency(what, time.perf_counter() - began)
         self._breaker.record_success()
         return True, result
 
-    def _failed(self, what: str, why: str) -> None:
+    def _failed(self, what: str, why: str, began: float) -> None:
+        """Count a failed L2 call; it counts against the breaker only when it began after the
+        last failure that did. 32 requests in flight through one slow moment of Redis (or of
+        the machine) time out together: one incident, not 32 consecutive failures, which
+        opened the breaker on a healthy Redis under load. An outage still opens it: every new
+        call fails too, each after the one before it (three in ``3 * op_timeout_s``)."""
         self._n.errors += 1
-        self._breaker.record_failure()
+        if began > self._incident_at:
+            self._incident_at = time.perf_counter()
+            self._breaker.record_failure()
         logger.debug("token cache: L2 %s failed: %s", what, why)
 
     async def _tokenize(self, texts: dict[str, str], ttl_s: float | None) -> dict[str, TokenIds]:
