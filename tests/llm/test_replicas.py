@@ -299,6 +299,15 @@ async def test_a_stream_follows_affinity_and_fails_over_before_its_first_piece(
     await backend.aclose()
 
 
+def _checked_by_hand(servers: list[FakeOpenAIServer], clock: Clock) -> ReplicatedCompletionsBackend:
+    """Three replicas, a 10 s breaker reset on ``clock``, no background checks (the test
+    drives them)."""
+    return ReplicatedCompletionsBackend(
+        [s.base_url for s in servers], prefix_blocks=4, clock=clock,
+        breaker=BreakerSettings(reset_timeout_s=10), health_interval_s=0,
+    )  # fmt: skip
+
+
 async def _down_after_one_call(
     backend: ReplicatedCompletionsBackend, servers: list[FakeOpenAIServer], ids: np.ndarray
 ) -> tuple[int, int]:
@@ -318,11 +327,7 @@ async def test_a_recovered_replica_is_taken_back_by_a_health_check_not_a_request
     servers: list[FakeOpenAIServer], gpt2: HFTokenizer
 ) -> None:
     clock = Clock()
-    urls = [s.base_url for s in servers]
-    backend = ReplicatedCompletionsBackend(
-        urls, prefix_blocks=4, breaker=BreakerSettings(reset_timeout_s=10), clock=clock,
-        health_interval_s=0,  # checks driven by hand here
-    )  # fmt: skip
+    backend = _checked_by_hand(servers, clock)
     ids = await _ids(gpt2, BASE + "Question: how?")
     home, port = await _down_after_one_call(backend, servers, ids)
     breaker = backend.router.replicas[home].breaker
@@ -367,11 +372,7 @@ async def test_a_readiness_ping_is_a_half_open_replicas_probe(
     servers: list[FakeOpenAIServer], gpt2: HFTokenizer
 ) -> None:
     clock = Clock()
-    urls = [s.base_url for s in servers]
-    backend = ReplicatedCompletionsBackend(
-        urls, prefix_blocks=4, breaker=BreakerSettings(reset_timeout_s=10), clock=clock,
-        health_interval_s=0,
-    )  # fmt: skip
+    backend = _checked_by_hand(servers, clock)
     ids = await _ids(gpt2, BASE + "Question: how?")
     home, port = await _down_after_one_call(backend, servers, ids)
     with FakeOpenAIServer(gpt2, MODELS, port=port):
