@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,31 @@ async def test_ingestion_stores_the_text_vectors_a_warm_process_needs(demo_home:
         # Every sentence the evidence check weighed was read from the store, none embedded.
         assert (g.text_vectors.hits > 0, g.text_vectors.misses) == (True, 0)
     assert (demo_home / "text_vectors.sqlite").is_file()
+
+
+@pytest.mark.parametrize("at_ingest", [False, True])
+async def test_a_users_corpus_gets_its_sentence_vectors_at_first_use_unless_asked_earlier(
+    demo_home: Path, tmp_path: Path, at_ingest: bool
+) -> None:
+    from genesis.app import evidence_sentences
+
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferries.md").write_text(
+        "# Ferry timetable\n\nThe first ferry to Skerry Island leaves at 06:40. "
+        "Bicycles travel free on every crossing. Dogs must stay on a lead on deck.\n"
+    )
+    overrides = {"home": str(home), "knowledge.sentence_vectors_at_ingest": str(at_ingest)}
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as g:
+        await g.ingest(docs, "ferries")
+        texts = evidence_sentences([c.text for c in await g.kb.all_chunks("ferries")])
+        stored = g.text_vectors.store.get_many(texts)
+        assert all(v is not None for v in stored) is at_ingest
+        assert any(v is not None for v in stored) is at_ingest
+        await g.ask("When does the first ferry leave?", agent="support", collection="ferries")
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as g:
+        # Whichever way, the sentences an answer weighed are stored for the next process.
+        await g.ask("When does the first ferry leave?", agent="support", collection="ferries")
+        assert (g.text_vectors.hits > 0, g.text_vectors.misses) == (True, 0)

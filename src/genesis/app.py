@@ -512,7 +512,8 @@ class Genesis:
         for name in collections:
             folder = DEMO_KB / name
             if folder.is_dir():
-                reports[name] = await self.ingest(folder, name, progress=progress)
+                # The demo is small (~900 sentences): its sentence vectors are made up front.
+                reports[name] = await self.ingest(folder, name, progress=progress, sentences=True)
         return reports
 
     async def _load_indexes(self) -> None:
@@ -539,13 +540,27 @@ class Genesis:
         return self._ready and self._serving
 
     async def ingest(
-        self, path: str | Path, collection: str, *, progress: Progress | None = None
+        self,
+        path: str | Path,
+        collection: str,
+        *,
+        progress: Progress | None = None,
+        sentences: bool | None = None,
     ) -> IngestReport:
-        """Ingest a folder; new chunks are tokenized into the cache ahead of traffic."""
+        """Ingest a folder; new chunks are tokenized into the cache ahead of traffic.
+
+        With ``sentences`` (default: ``knowledge.sentence_vectors_at_ingest``) every chunk's
+        sentences are embedded for the evidence check now; otherwise each is embedded the
+        first time an answer weighs it and stored then (a corpus has ~10 sentences a chunk:
+        embedding them all would cost more than ingesting it).
+        """
         report = await self.kb.ingest(Path(path), collection, progress=progress)
+        if sentences is None:
+            sentences = self.settings.knowledge.sentence_vectors_at_ingest
         if report.chunks_added:
             await self.cache_warm(collection)
-            await self.warm_sentences(collection, progress=progress)
+            if sentences:
+                await self.warm_sentences(collection, progress=progress)
         if report.chunks_added or report.chunks_removed:
             await self._refresh_vocabulary()
         return report

@@ -101,6 +101,9 @@ class KnowledgeSettings(_Model):
     # most this long for company (dynamic batching, as Text Embeddings Inference does).
     query_batch_max: int = Field(32, ge=1, le=1024)
     query_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
+    # Embed every chunk's sentences (the evidence check's) at ingestion, rather than each the
+    # first time an answer weighs it (stored either way, under GENESIS_HOME).
+    sentence_vectors_at_ingest: bool = False
     demo_collections: bool = True
 
 
