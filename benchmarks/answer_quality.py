@@ -38,6 +38,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from genesis.app import AskResult, Genesis  # noqa: E402
+from genesis.router._intent import PACKAGED_EXAMPLES
 
 FEATURES = ("dense", "lexical", "sentence", "coverage", "known", "names", "best", "phrases")
 DATA = Path(__file__).resolve().parent / "data" / "answer_quality"
@@ -112,6 +113,11 @@ def summarise(rows: Sequence[dict[str, Any]], routing: dict[str, Any]) -> dict[s
     }
 
 
+def routing_file(split: str) -> Path:
+    """The tuning split's routing tasks are the router's packaged training examples."""
+    return PACKAGED_EXAMPLES if split == "tune" else DATA / f"{split}_routing.jsonl"
+
+
 async def run_routing(genesis: Genesis, tasks: Sequence[dict[str, str]]) -> dict[str, Any]:
     errors = []
     for item in tasks:
@@ -124,7 +130,7 @@ async def run_routing(genesis: Genesis, tasks: Sequence[dict[str, str]]) -> dict
 
 async def run_split(split: str, home: Path, *, abstain: bool = True) -> dict[str, Any]:
     questions = load(DATA / f"{split}_questions.jsonl")
-    tasks = load(DATA / f"{split}_routing.jsonl")
+    tasks = load(routing_file(split))
     overrides = {"home": str(home), "answers": {"abstain": abstain}}
     async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
         await genesis.ensure_demo()
@@ -140,7 +146,7 @@ async def run_split(split: str, home: Path, *, abstain: bool = True) -> dict[str
 async def run_routing_split(split: str, home: Path) -> dict[str, Any]:
     """Only the split's routing tasks (reads no question file), with the demo knowledge base
     ingested: close calls weigh each collection's retrieval evidence."""
-    tasks = load(DATA / f"{split}_routing.jsonl")
+    tasks = load(routing_file(split))
     async with Genesis.from_config("dev", environ={}, overrides={"home": str(home)}) as genesis:
         await genesis.ensure_demo()
         routing = await run_routing(genesis, tasks)

@@ -80,6 +80,7 @@ from genesis.router import (
     answer_alternates,
     cards_from_profiles,
 )
+from genesis.router._intent import load_examples
 from genesis.tokens import HFTokenizer, SegmentEncoder, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -298,6 +299,11 @@ class Genesis:
             default_agent=s.router.default_agent,
             registry=self.registry,
             evidence=self._retrieval_evidence,
+            examples=(
+                load_examples(s.router.examples_file, list(s.agents))
+                if s.router.intent_classifier
+                else ()
+            ),
         )
         if self._preload:
             await self._load_models()

@@ -172,6 +172,11 @@ class AgentProfile(_Model):
 class RouterSettings(_Model):
     threshold: float = Field(0.30, ge=0, le=1)
     default_agent: str = "support"
+    # Route by an intent classifier trained on labelled requests (genesis/router/_intent.py):
+    # the packaged examples (None) or a JSON-lines file of {"task", "agent"}, plus every
+    # profile's examples. False: card similarity alone.
+    intent_classifier: bool = True
+    examples_file: str | None = None
 
 
 class AnswerSettings(_Model):

@@ -49,8 +49,9 @@ class CardEmbeddingCache:
         key = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
         return self._folder / f"cards-{key}.npy"
 
-    def load(self, texts: Sequence[str]) -> _F32 | None:
-        """The stored ``(len(texts), dim)`` matrix, or ``None`` when absent or unusable."""
+    def load(self, texts: Sequence[str], *, check_rows: bool = True) -> _F32 | None:
+        """The stored ``(len(texts), dim)`` matrix, or ``None`` when absent or unusable
+        (``check_rows=False``: any 2-D matrix stored under ``texts`` as its key)."""
         path = self.path_for(texts)
         try:
             matrix = np.load(path, allow_pickle=False)
@@ -59,7 +60,8 @@ class CardEmbeddingCache:
         except (OSError, ValueError) as exc:
             logger.warning("router card cache %s unreadable, re-embedding: %s", path, exc)
             return None
-        if matrix.ndim != 2 or matrix.shape[0] != len(texts) or matrix.dtype != np.float32:
+        rows_ok = not check_rows or (matrix.ndim == 2 and matrix.shape[0] == len(texts))
+        if matrix.ndim != 2 or not rows_ok or matrix.dtype != np.float32:
             logger.warning("router card cache %s has shape %s, re-embedding", path, matrix.shape)
             return None
         out: _F32 = matrix

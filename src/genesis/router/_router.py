@@ -13,6 +13,7 @@ import numpy.typing as npt
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
+from genesis.router._intent import IntentClassifier
 from genesis.router._request import request_text
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
@@ -106,6 +107,7 @@ class HALORouter:
         embed_async: AsyncEmbedFn | None = None,
         card_cache: CardEmbeddingCache | None = None,
         evidence: EvidenceFn | None = None,
+        examples: Sequence[tuple[str, str]] = (),
     ) -> None:
         _check_cards(cards, default_agent, threshold)
         self._cards = list(cards)
@@ -122,6 +124,14 @@ class HALORouter:
         self._card_matrix: _F32 | None = None
         self._centroids: _F32 | None = None
         self._card_slices: list[slice] = []
+        # Labelled requests (task, agent) for the intent classifier: the given ones and every
+        # profile's examples; trained in warm_up (see _intent.py). None given: cards only.
+        self._examples = (
+            [(t, a) for t, a in examples] + [(x, c.name) for c in cards for x in c.examples]
+            if examples
+            else []
+        )
+        self._intent: IntentClassifier | None = None
 
     @property
     def agents(self) -> list[str]:
@@ -153,10 +163,35 @@ class HALORouter:
             if self._card_cache is not None:
                 self._card_cache.save(texts, matrix)
             logger.info("router warmed up: %s card texts embedded", len(texts))
+        intent = self._train_intent()
         # Assigned only once everything is embedded: a failed warm-up leaves no half state.
+        self._intent = intent
         self._centroids = np.stack([_unit(matrix[s].mean(axis=0)) for s in slices])
         self._card_slices = slices
         self._card_matrix = matrix
+
+    def _train_intent(self) -> IntentClassifier | None:
+        """The intent classifier over the examples (weights read from ``card_cache`` when it
+        holds them), or None with examples of fewer than two agents."""
+        if len({agent for _, agent in self._examples}) < 2:
+            return None
+        texts = [request_text(task) for task, _ in self._examples]
+        labels = [agent for _, agent in self._examples]
+        key = ["intent-weights", *self._names, *labels, *texts]
+        cache = self._card_cache
+        stored = cache.load(key, check_rows=False) if cache is not None else None
+        if stored is not None and stored.shape[1] == len(self._names):
+            return IntentClassifier(self._names, stored)
+        vectors = cache.load(texts) if cache is not None else None
+        if vectors is None:
+            vectors = self._embed_cards(texts)
+            if cache is not None:
+                cache.save(texts, vectors)
+        intent = IntentClassifier.fit(self._names, vectors, labels)
+        if cache is not None:
+            cache.save(key, intent.weights)
+        logger.info("router: intent classifier trained on %d examples", len(texts))
+        return intent
 
     def _embed_cards(self, texts: list[str]) -> _F32:
         if self._embed_batch is None:
@@ -214,9 +249,9 @@ class HALORouter:
         if self._embed is None:
             raise AgentError("this router has no embedder: similarity routing is off")
         self.warm_up()
-        return self._scores(self._embed_text(request_text(task)))
+        return self._card_scores(self._embed_text(request_text(task)))
 
-    def _scores(self, query: _F32) -> dict[str, float]:
+    def _card_scores(self, query: _F32) -> dict[str, float]:
         assert self._card_matrix is not None and self._centroids is not None  # see warm_up
         sims = self._card_matrix @ query
         central = self._centroids @ query
@@ -224,6 +259,14 @@ class HALORouter:
             name: 0.5 * float(sims[s].max()) + 0.5 * float(central[i])
             for i, (name, s) in enumerate(zip(self._names, self._card_slices, strict=True))
         }
+
+    def _scores(self, query: _F32) -> Scores:
+        """The agents' scores for a request: the intent classifier's probabilities when there
+        is one, else the card similarity; ``cosine`` is the best card similarity either way
+        (what the threshold for off-topic requests is measured against)."""
+        cards = self._card_scores(query)
+        scores = self._intent.probabilities(query) if self._intent is not None else cards
+        return Scores(scores, cosine=max(cards.values()))
 
     async def _embed_task_async(self, task: str) -> _F32:
         if self._embed_async is None:
@@ -275,7 +318,7 @@ class HALORouter:
         return self._similarity_decision(best, sims, hits, evidence or {})
 
     def _below_threshold(self, hits: list[RuleHit], sims: dict[str, float]) -> bool:
-        return not hits and max(sims.values()) < self._threshold
+        return not hits and _cosine(sims) < self._threshold
 
     def _evidence_agents(self, hits: list[RuleHit], sims: dict[str, float]) -> list[str]:
         """Whose retrieval evidence to ask for: a close call's agents; for a task below the
@@ -306,8 +349,9 @@ class HALORouter:
         evidence: Mapping[str, float],
     ) -> RouteDecision:
         sim = sims[best]
-        reason = f"similarity {sim:.2f} to {best!r}"
-        if best in evidence and sim < self._threshold:
+        what = "intent" if self._intent is not None else "similarity"
+        reason = f"{what} {sim:.2f} to {best!r}"
+        if best in evidence and _cosine(sims) < self._threshold:
             reason += f" (below the threshold, but its collection matched: {evidence[best]:.2f})"
         elif best in evidence:
             reason += f" (close call; its collection matched best: {evidence[best]:.2f})"
@@ -375,18 +419,32 @@ class HALORouter:
             return RouteDecision(self._default, 0.0, reason, "default")
         best = max(scores, key=lambda name: scores[name])
         sim = scores[best]
-        if sim < self._threshold:
+        if _cosine(scores) < self._threshold:
             reason = (
-                f"default: best similarity {sim:.2f} below threshold {self._threshold:.2f}"
-                f" (best was {best!r})"
+                f"default: best similarity {_cosine(scores):.2f} below threshold"
+                f" {self._threshold:.2f} (best was {best!r})"
             )
             return RouteDecision(self._default, 0.0, reason, "default", scores)
-        reason = f"similarity {sim:.2f} to {best!r}"
+        what = "intent" if self._intent is not None else "similarity"
+        reason = f"{what} {sim:.2f} to {best!r}"
         return RouteDecision(best, min(max(sim, 0.0), 1.0), reason, "similarity", scores)
 
     def _embed_text(self, text: str) -> _F32:
         assert self._embed is not None
         return _checked_unit(np.asarray(self._embed(text), dtype=np.float32).reshape(-1), text)
+
+
+class Scores(dict[str, float]):
+    """Each agent's score for a request, and the request's best card similarity (``cosine``),
+    which the off-topic threshold is measured against whatever the scores are."""
+
+    def __init__(self, scores: Mapping[str, float], *, cosine: float) -> None:
+        super().__init__(scores)
+        self.cosine = cosine
+
+
+def _cosine(sims: Mapping[str, float]) -> float:
+    return sims.cosine if isinstance(sims, Scores) else max(sims.values())
 
 
 def _with_keywords(sims: dict[str, float], hits: list[RuleHit]) -> dict[str, float]:
