@@ -50,7 +50,7 @@ EVIDENCE_WEIGHT = 0.75
 # A task below the similarity threshold is off-topic only if no collection matches it either:
 # off-topic tasks ("weather in Paris", "a haiku about autumn") matched no chunk above 0.25,
 # terse in-domain ones ("base URL for the US region") 0.35-0.55. All four values were chosen on
-# the tuning sets (benchmarks/data/answer_quality/tune_routing.jsonl,
+# the tuning sets (src/genesis/router/examples.jsonl,
 # tests/router/labelled_tasks.jsonl and the off-topic tasks of benchmarks/router_accuracy.py).
 OFF_TOPIC_EVIDENCE = 0.3
 
