@@ -128,10 +128,14 @@ async def run_routing(genesis: Genesis, tasks: Sequence[dict[str, str]]) -> dict
     return {"n": n, "accuracy": round(1 - len(errors) / n, 4) if n else 0.0, "errors": errors}
 
 
+# Extra settings (``--set key=value``), as `genesis --set` takes them.
+SETS: dict[str, str] = {}
+
+
 async def run_split(split: str, home: Path, *, abstain: bool = True) -> dict[str, Any]:
     questions = load(DATA / f"{split}_questions.jsonl")
     tasks = load(routing_file(split))
-    overrides = {"home": str(home), "answers": {"abstain": abstain}}
+    overrides = {"home": str(home), "answers": {"abstain": abstain}, **SETS}
     async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
         await genesis.ensure_demo()
         began = time.perf_counter()
@@ -147,7 +151,8 @@ async def run_routing_split(split: str, home: Path) -> dict[str, Any]:
     """Only the split's routing tasks (reads no question file), with the demo knowledge base
     ingested: close calls weigh each collection's retrieval evidence."""
     tasks = load(routing_file(split))
-    async with Genesis.from_config("dev", environ={}, overrides={"home": str(home)}) as genesis:
+    overrides = {"home": str(home), **SETS}
+    async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
         await genesis.ensure_demo()
         routing = await run_routing(genesis, tasks)
     summary = {"n": routing["n"], "accuracy": routing["accuracy"]}
@@ -263,7 +268,15 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="default: a fresh temp folder")
     parser.add_argument("--calibrate", action="store_true", help="choose the threshold on tune")
     parser.add_argument("--routing-only", action="store_true", help="only the routing tasks")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting (genesis --set)"
+    )
     args = parser.parse_args()
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set needs KEY=VALUE, got {item!r}")
+        SETS[key] = value
     if args.routing_only and args.calibrate:
         parser.error("--calibrate needs the questions, not --routing-only")
     split = "tune" if args.calibrate else args.split

@@ -166,12 +166,17 @@ def ask(
     async def work(genesis: Genesis) -> AskResult:
         with _progress("Preparing demo knowledge base", as_json) as progress:
             await genesis.ensure_demo(progress=progress)
-        # A question asked before needs no model: its vector and its chunks' sentence
-        # vectors are stored under the home.
-        recalled = await genesis.recall_query(question)
+        # A question asked before needs no model: its vector (and the router's, which leaves
+        # pasted code out: request_text) and its chunks' sentence vectors are stored under
+        # the home.
+        from genesis.router._request import request_text
+
+        texts = list(dict.fromkeys([question, request_text(question)]))
+        recalled = [await genesis.recall_query(text) for text in texts]
         result = await genesis.ask(question, agent=agent, collection=collection, top_k=top_k)
-        if not recalled:
-            await genesis.remember_query(question)
+        for text, known in zip(texts, recalled, strict=True):
+            if not known:
+                await genesis.remember_query(text)
         return result
 
     # Nothing is preloaded: one question loads only what it needs.

@@ -160,6 +160,7 @@ def test_http_protocol_defaults_to_httptools_with_nodelay_and_names_a_bad_choice
 
 
 def test_a_served_app_sets_the_gil_switch_interval_from_the_settings() -> None:
+    from genesis._sched import request_slice
     from genesis.server._workers import build_app
 
     before = sys.getswitchinterval()
@@ -169,3 +170,4 @@ def test_a_served_app_sets_the_gil_switch_interval_from_the_settings() -> None:
         assert sys.getswitchinterval() == pytest.approx(0.0025)
     finally:
         sys.setswitchinterval(before)
+        request_slice(0)  # build_app gave this (pytest's) thread the loop's short slice
