@@ -68,7 +68,8 @@ def test_cost_refuses_an_unknown_group(cost_home: Path) -> None:
 
 @pytest.mark.slow
 def test_profile_json_stages_add_up_to_the_total(demo_home: Path) -> None:
-    result = run(demo_home, "profile", "How do I rotate an API key?", "--runs", "5", "--json")
+    question = "My API key rotation broke our integration. How do I rotate an API key safely?"
+    result = run(demo_home, "profile", question, "--runs", "5", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) >= {"stages", "total", "other_ms"}

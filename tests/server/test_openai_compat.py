@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 FINETUNED = "ft:open-mistral-7b:genesis:support-v3"
 BASELINE = "open-mistral-7b"
 REPLY = "To rotate a key, create a new key, deploy it, then revoke the old one."
-QUESTION = "How do I rotate an API key?"
+# A support problem (the intent router sends plain how-to questions to documentation).
+QUESTION = "My API key rotation broke our integration. How do I rotate an API key safely?"
 
 
 @dataclass(frozen=True, slots=True)

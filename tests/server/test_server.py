@@ -60,7 +60,8 @@ def test_health_and_readiness(client: httpx.Client) -> None:
 
 
 def test_ask_routes_and_reports_server_timing(client: httpx.Client) -> None:
-    response = client.post("/v1/ask", json={"question": "How do I rotate an API key?"})
+    question = "My API key rotation broke our integration. How do I rotate an API key safely?"
+    response = client.post("/v1/ask", json={"question": question})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["agent"] == "support"

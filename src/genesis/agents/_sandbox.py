@@ -362,6 +362,8 @@ class _Launch:
     fds: _Fds
     report: int
     status: int
+    output: int = -1  # read end of the child's stdout and stderr
+    output_w: int = -1  # its write end: the child's stdout (closed here once it runs)
     child_fds: list[int] = field(default_factory=list)
 
 
@@ -384,7 +386,8 @@ def _prepare(
     runner = [host.python, "-I", "-B", _RUNNER, str(report_w), str(key_r), test_file]
     runner += host.site_dirs
     command = _staged(host, staging, [*bwrap, "--", *runner])
-    launch = _Launch(command, key, fds, report_r, status_r)
+    output_r, output_w = map(fds.add, os.pipe())
+    launch = _Launch(command, key, fds, report_r, status_r, output_r, output_w)
     launch.child_fds = [report_w, status_w, key_r, runner_fd, *file_fds.values()]
     return launch
 
@@ -482,13 +485,14 @@ def _limiter(limits: SandboxLimits) -> Callable[[], None]:
 async def _run(launch: _Launch, limits: SandboxLimits) -> SandboxResult:
     started = time.perf_counter()
     proc = await _spawn(launch, limits)
-    for fd in launch.child_fds:  # only the sandbox may hold the write ends now
+    for fd in (*launch.child_fds, launch.output_w):  # only the sandbox may hold these now
         launch.fds.close(fd)
-    assert proc.stdout is not None  # requested as a pipe in _spawn
     tail, tally, status = _Tail(limits.max_output_bytes), ReportTally(launch.key), bytearray()
     try:
+        # Every pipe is read through _Readers, which closes its transport on the way out
+        # (asyncio's own stdout pipe was left open when a run timed out).
         async with _Readers() as readers:
-            readers.start(tail.consume(proc.stdout))
+            readers.start(tail.consume(await readers.pipe(launch.fds.release(launch.output))))
             for fd, sink in ((launch.report, tally.feed), (launch.status, status.extend)):
                 readers.start(_consume(await readers.pipe(launch.fds.release(fd)), sink))
             timed_out = await _wait(proc, limits.timeout_s)
@@ -510,7 +514,7 @@ async def _spawn(launch: _Launch, limits: SandboxLimits) -> asyncio.subprocess.P
             *launch.command,
             env=_environment(),
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=launch.output_w,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             pass_fds=launch.child_fds,
