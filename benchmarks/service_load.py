@@ -191,7 +191,8 @@ def cores_used(before: dict[str, float], after: dict[str, float], seconds: float
     (not this benchmark's) used meanwhile."""
     if not before or seconds <= 0:
         return {}
-    used = {k: (after[k] - before[k]) / seconds for k in before}
+    # A process that ended during the phase took its CPU time with it: left out (never < 0).
+    used = {k: max(0.0, after[k] - before[k]) / seconds for k in before if k in after}
     ours = used["server"] + used["harness"] + used["fake_llm"] + used["redis"]
     out: dict[str, Any] = {k: round(used[k], 2) for k in ("server", "harness", "fake_llm", "redis")}
     out["rest_of_machine"] = round(max(0.0, used["machine"] - ours), 2)
