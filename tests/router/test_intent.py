@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
+from router_helpers import bag_of_words
 
 from genesis.errors import ConfigError
 from genesis.router import AgentCard, CardEmbeddingCache, HALORouter
 from genesis.router._intent import PACKAGED_EXAMPLES, IntentClassifier, load_examples
-
-
-def bag_of_words(text: str) -> np.ndarray:
-    vec = np.zeros(256, dtype=np.float32)
-    for word in re.findall(r"[a-z]+", text.lower()):
-        vec[zlib.crc32(word.encode()) % 256] += 1.0
-    vec[255] += 0.01
-    return vec
-
 
 # The cards describe topics; the examples teach the intents: asking for tests of an invoice
 # feature is qa's work, though every word of it is billing's topic.

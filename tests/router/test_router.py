@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from router_helpers import bag_of_words
 
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.llm import Message
@@ -21,15 +21,6 @@ DEFAULT_AGENT_CARDS = default_cards()
 
 TASKS_FILE = Path(__file__).with_name("labelled_tasks.jsonl")
 Embed = Callable[[str], np.ndarray]
-
-
-def bag_of_words(text: str) -> np.ndarray:
-    """A deterministic stand-in embedder: hashed word counts (shared words => similar)."""
-    vec = np.zeros(256, dtype=np.float32)
-    for word in re.findall(r"[a-z]+", text.lower()):
-        vec[zlib.crc32(word.encode()) % 256] += 1.0
-    vec[255] += 0.01  # never the zero vector
-    return vec
 
 
 CARDS = [

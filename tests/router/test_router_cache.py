@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from router_helpers import bag_of_words
 
 from genesis.router import AgentCard, CardEmbeddingCache, HALORouter
 
@@ -19,15 +18,6 @@ CARDS = [
     AgentCard("weather", "rain sun forecast clouds", patterns=[r"\bwill it (rain|snow)\b"]),
     AgentCard("cooking", "recipes pasta soup bake oven", keywords=["recipe", "bake"]),
 ]
-
-
-def bag_of_words(text: str) -> np.ndarray:
-    """Hashed word counts, as in test_router.py: shared words => similar."""
-    vec = np.zeros(256, dtype=np.float32)
-    for word in re.findall(r"[a-z]+", text.lower()):
-        vec[zlib.crc32(word.encode()) % 256] += 1.0
-    vec[255] += 0.01
-    return vec
 
 
 class CountingEmbedder:

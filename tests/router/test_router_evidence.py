@@ -3,12 +3,11 @@ and a new agent is a profile only."""
 
 from __future__ import annotations
 
-import re
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from router_helpers import bag_of_words
 
 from genesis.config import load_settings
 from genesis.router import (
@@ -20,15 +19,6 @@ from genesis.router import (
     HALORouter,
     cards_from_profiles,
 )
-
-
-def bag_of_words(text: str) -> np.ndarray:
-    vec = np.zeros(256, dtype=np.float32)
-    for word in re.findall(r"[a-z]+", text.lower()):
-        vec[zlib.crc32(word.encode()) % 256] += 1.0
-    vec[255] += 0.01
-    return vec
-
 
 CARDS = [
     AgentCard("billing", "money invoices refunds charges", keywords=["webhook"]),
