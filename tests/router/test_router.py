@@ -328,3 +328,23 @@ def test_keywords_in_pasted_code_do_not_count() -> None:
     decision = make_router(threshold=0.1).route(task)
     assert (decision.agent, decision.method) == ("cooking", "similarity")
     assert "keywords" not in decision.reason
+
+
+async def test_a_long_task_is_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from genesis.router import _router
+
+    loop_thread = threading.get_ident()
+    read_in: list[bool] = []
+    r = HALORouter(CARDS, embed=bag_of_words, default_agent="billing")
+    read = r._read
+
+    def spy(task: str):  # type: ignore[no-untyped-def]
+        read_in.append(threading.get_ident() == loop_thread)
+        return read(task)
+
+    monkeypatch.setattr(r, "_read", spy)
+    await r.route_async("refund my invoice please")
+    await r.route_async("refund my invoice please " * (_router.INLINE_READ_CHARS // 10))
+    assert read_in == [True, False]  # the short one inline, the long one in a worker thread

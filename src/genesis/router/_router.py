@@ -53,6 +53,10 @@ EVIDENCE_WEIGHT = 0.75
 # the tuning sets (src/genesis/router/examples.jsonl,
 # tests/router/labelled_tasks.jsonl and the off-topic tasks of benchmarks/router_accuracy.py).
 OFF_TOPIC_EVIDENCE = 0.3
+# Reading a request (leaving pasted code out, matching the rules) is linear in its length:
+# microseconds for a question, milliseconds for a page of pasted code. Requests longer than
+# this are read in a worker thread, so a long one never holds the event loop.
+INLINE_READ_CHARS = 1_000
 
 
 class ChatRegistry(Protocol):
@@ -209,8 +213,7 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        request = request_text(task)
-        hits = self._rules.match(task, request)
+        request, hits = self._read(task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
@@ -222,12 +225,15 @@ class HALORouter:
 
     async def route_async(self, task: str, *, agent: str | None = None) -> RouteDecision:
         """:meth:`route` without embedding on the event loop: the task goes to
-        ``embed_async`` (or ``embed`` in a worker thread); rules run inline (microseconds)."""
+        ``embed_async`` (or ``embed`` in a worker thread); a short task's rules run inline
+        (microseconds), a long one is read in a worker thread (``INLINE_READ_CHARS``)."""
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        request = request_text(task)
-        hits = self._rules.match(task, request)
+        if len(task) <= INLINE_READ_CHARS:
+            request, hits = self._read(task)
+        else:
+            request, hits = await asyncio.to_thread(self._read, task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         if not self.warmed_up:
@@ -239,6 +245,11 @@ class HALORouter:
         if close and self._evidence is not None:
             evidence = await asyncio.to_thread(self._evidence, request, vector, close)
         return self._decide(hits, sims, evidence)
+
+    def _read(self, task: str) -> tuple[str, list[RuleHit]]:
+        """The text to embed (pasted code left out) and the rules ``task`` matches."""
+        request = request_text(task)
+        return request, self._rules.match(task, request)
 
     def similarities(self, task: str) -> dict[str, float]:
         """Similarity of ``task`` to each agent: mean of best-text and centroid cosine.
