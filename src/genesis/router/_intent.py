@@ -5,17 +5,17 @@ request's topic better than its intent: on three held-out splits of routing task
 three different authors, the card router scored 0.870, 0.842 and 0.750 while scoring over
 0.95 on its tuning tasks. A multinomial logistic regression over the same MiniLM vectors,
 trained on the labelled tasks, learns which directions of the embedding separate the
-intents; measured inside the tuning split (trained on the tasks before a split, scored on
-the split): 0.900 against the card router's 0.842 on the 7th split, and 0.85 against 0.75
-on the 8th with the router's rules and evidence kept around it (README, "Answers you can
-trust"). Its probabilities replace the card similarity as the router's scores; the cosine
+intents; measured inside the tuning split by ``benchmarks/router_intent.py`` (trained on
+the tasks written before a split, scored on the split, with the router's rules and evidence
+kept around it): 0.900 against the card router's 0.842 on the 7th split, 0.842 against
+0.750 on the 8th. Its probabilities replace the card similarity as the router's scores; the cosine
 still decides what is off-topic.
 
 The examples are the packaged ``examples.jsonl`` (the labelled routing tasks of
 ``benchmarks/data/answer_quality``'s tuning split) and each profile's own examples; a
 seventh agent is trained from its profile's examples (add more lines to a file given as
 ``router.examples_file`` for better recall). Training is plain NumPy (full-batch gradient
-descent, L2 1e-4, 1,000 steps, a second on one core) and its weights are cached on disk with
+descent, L2 1e-4, 1,000 steps) and its weights are cached on disk with
 the example vectors, keyed by every example, its label and the embedder.
 """
 

@@ -206,9 +206,9 @@ class KeepAliveRecycleMiddleware:
     the last response, which uvicorn honours), as nginx's ``keepalive_requests`` does.
 
     Why: under ``serve --workers N`` every worker accepts from one listening socket, and a
-    client's keep-alive connection stays with the worker that accepted it. Measured with
-    ``benchmarks/service_load.py`` (32 clients, 2 workers): one worker carried three times
-    the other's CPU for the whole run. A recycled connection reconnects, and the accept goes
+    client's keep-alive connection stays with the worker that accepted it, for good: in
+    ``benchmarks/service_load.py``'s one-client phase one worker did all the work (README).
+    A recycled connection reconnects, and the accept goes
     to whichever worker's loop is free first: the less busy one. Connections are told apart
     by the client's address and port (``scope["client"]``); at most ``max_tracked`` are
     counted (past that the counts start again, which only delays a recycle).
