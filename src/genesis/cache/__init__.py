@@ -14,9 +14,10 @@ Typical wiring (once, in a lifespan)::
 costs ~50 ms to import, which the embedded SQLite store (and every CLI start) should not pay.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from genesis._breaker import BreakerState, CircuitBreaker
+from genesis._lazy import lazy_exports
 from genesis.cache._cache import CacheLookup, CacheStats, TokenCache
 from genesis.cache._l1 import L1Cache
 from genesis.cache._sqlite import SqliteTokenStore
@@ -41,13 +42,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RedisTokenStore":
-        from genesis.cache._redis import RedisTokenStore
-
-        return RedisTokenStore
-    if name == "RedisClusterTokenStore":
-        from genesis.cache._cluster import RedisClusterTokenStore
-
-        return RedisClusterTokenStore
-    raise AttributeError(f"module 'genesis.cache' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RedisTokenStore": "genesis.cache._redis",
+        "RedisClusterTokenStore": "genesis.cache._cluster",
+    },
+)

@@ -5,8 +5,9 @@ The SQL store is imported on first use: SQLAlchemy costs ~0.1-0.3 s to import he
 CLI command that records nothing should not pay.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genesis._lazy import lazy_exports
 from genesis.events._export import (
     USAGE_GROUPS,
     ExportFormat,
@@ -67,9 +68,10 @@ if TYPE_CHECKING:
     from genesis.events._sql import SqlEventStore, open_event_store
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("SqlEventStore", "open_event_store"):
-        from genesis.events import _sql
-
-        return getattr(_sql, name)
-    raise AttributeError(f"module 'genesis.events' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "SqlEventStore": "genesis.events._sql",
+        "open_event_store": "genesis.events._sql",
+    },
+)

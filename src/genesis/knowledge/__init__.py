@@ -6,8 +6,9 @@ which the embedded default (and every CLI start) should not pay.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genesis._lazy import lazy_exports
 from genesis.knowledge._base import (
     IngestReport,
     KnowledgeBase,
@@ -70,9 +71,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "QdrantVectorStore":
-        from genesis.knowledge._qdrant import QdrantVectorStore
-
-        return QdrantVectorStore
-    raise AttributeError(f"module 'genesis.knowledge' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "QdrantVectorStore": "genesis.knowledge._qdrant",
+    },
+)

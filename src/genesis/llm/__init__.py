@@ -5,7 +5,7 @@ The HTTP backends are imported on first access: they import httpx (~30 ms, more 
 CLI it pulls in), which the offline extractive default (and every CLI start) should not pay.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from genesis._breaker import (
     BreakerState,
@@ -13,6 +13,7 @@ from genesis._breaker import (
     KeyedRateBreaker,
     RateCircuitBreaker,
 )
+from genesis._lazy import lazy_exports
 from genesis.llm._blocks import BLOCK_SIZE, block_hashes
 from genesis.llm._extractive import (
     ExtractiveBackend,
@@ -104,10 +105,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'genesis.llm' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -5,8 +5,9 @@ bounded in turns, size and time).
 in-process default (and every CLI start) should not pay.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genesis._lazy import lazy_exports
 from genesis.memory._store import (
     SESSION_ID_PATTERN,
     InProcessSessionStore,
@@ -32,9 +33,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RedisSessionStore":
-        from genesis.memory._redis import RedisSessionStore
-
-        return RedisSessionStore
-    raise AttributeError(f"module 'genesis.memory' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RedisSessionStore": "genesis.memory._redis",
+    },
+)

@@ -1,8 +1,9 @@
 """Staged rollout of agents' fine-tuned models: sticky HMAC assignment, the state every
 replica reads, sequential statistics, gates, the automatic mode and the report."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genesis._lazy import lazy_exports
 from genesis.rollout._assign import (
     BUCKETS,
     Assigner,
@@ -50,11 +51,12 @@ if TYPE_CHECKING:
     from genesis.rollout._sql import SqlRolloutStore, open_rollout_store
 
 
-def __getattr__(name: str) -> Any:
-    # SQLAlchemy is imported on first use (as genesis.events does): most commands never
-    # touch the rollout's tables.
-    if name in ("SqlRolloutStore", "open_rollout_store"):
-        from genesis.rollout import _sql
-
-        return getattr(_sql, name)
-    raise AttributeError(f"module 'genesis.rollout' has no attribute {name!r}")
+# SQLAlchemy is imported on first use (as genesis.events does): most commands never
+# touch the rollout's tables.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "SqlRolloutStore": "genesis.rollout._sql",
+        "open_rollout_store": "genesis.rollout._sql",
+    },
+)

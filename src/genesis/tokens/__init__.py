@@ -4,8 +4,9 @@
 (and every CLI start) should not pay for.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from genesis._lazy import lazy_exports
 from genesis.tokens._codec import pack_ids, unpack_ids
 from genesis.tokens._hf import HFTokenizer
 from genesis.tokens._protocol import SyncTokenizer, TokenIds, Tokenizer, as_token_ids
@@ -28,9 +29,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RemoteTokenizer":
-        from genesis.tokens._remote import RemoteTokenizer
-
-        return RemoteTokenizer
-    raise AttributeError(f"module 'genesis.tokens' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RemoteTokenizer": "genesis.tokens._remote",
+    },
+)
