@@ -12,6 +12,7 @@ soon it runs. On other systems, or older kernels, the call does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -21,8 +22,8 @@ import threading
 
 logger = logging.getLogger(__name__)
 
-# sched_setattr's syscall number by machine (it has no libc wrapper).
-_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
+# (sched_setattr, sched_getattr) syscall numbers by machine (neither has a libc wrapper).
+_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
 _SCHED_OTHER = 0
 
 
@@ -46,8 +47,8 @@ def request_slice(microseconds: float) -> bool:
     """Ask the scheduler for a ``microseconds`` time slice for the calling thread (0: the
     kernel's default again); True when the kernel took it. Best effort: False (logged at
     debug) where it is not supported. Threads the caller starts afterwards inherit it."""
-    number = _SCHED_SETATTR.get(platform.machine())
-    if not sys.platform.startswith("linux") or number is None:
+    numbers = _syscalls()
+    if numbers is None:
         return False
     attr = _SchedAttr(
         size=ctypes.sizeof(_SchedAttr),
@@ -56,8 +57,7 @@ def request_slice(microseconds: float) -> bool:
         sched_nice=os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
         sched_runtime=int(microseconds * 1000),
     )
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(number, 0, ctypes.byref(attr), 0) != 0:
+    if _libc().syscall(numbers[0], 0, ctypes.byref(attr), 0) != 0:
         logger.debug(
             "sched_setattr (slice %s us) refused: errno %d", microseconds, ctypes.get_errno()
         )
@@ -67,12 +67,11 @@ def request_slice(microseconds: float) -> bool:
 
 def current_slice_us() -> float | None:
     """The calling thread's requested slice in microseconds (None where unknown)."""
-    number = {"x86_64": 315, "aarch64": 275}.get(platform.machine())
-    if not sys.platform.startswith("linux") or number is None:
+    numbers = _syscalls()
+    if numbers is None:
         return None
     attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(number, 0, ctypes.byref(attr), ctypes.sizeof(_SchedAttr), 0) != 0:
+    if _libc().syscall(numbers[1], 0, ctypes.byref(attr), ctypes.sizeof(_SchedAttr), 0) != 0:
         return None
     return float(attr.sched_runtime) / 1000.0
 
@@ -82,8 +81,15 @@ def background_thread(nice: int = BACKGROUND_NICE) -> None:
     thread with its own) and the default slice (not the short one the loop thread it was
     started from may have passed on)."""
     if hasattr(os, "setpriority"):
-        try:
+        with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError:
-            pass
     request_slice(0)
+
+
+def _syscalls() -> tuple[int, int] | None:
+    """This machine's (sched_setattr, sched_getattr) numbers; None off Linux."""
+    return _SYSCALLS.get(platform.machine()) if sys.platform.startswith("linux") else None
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
