@@ -309,17 +309,18 @@ def _checked_by_hand(servers: list[FakeOpenAIServer], clock: Clock) -> Replicate
 
 
 async def _down_after_one_call(
-    backend: ReplicatedCompletionsBackend, servers: list[FakeOpenAIServer], ids: np.ndarray
-) -> tuple[int, int]:
+    backend: ReplicatedCompletionsBackend, servers: list[FakeOpenAIServer], gpt2: HFTokenizer
+) -> tuple[np.ndarray, int, int]:
     """Serve one request, stop the replica that served it, and let the next request open its
-    breaker; returns the replica's index and port."""
+    breaker; returns the request's prompt IDs and the replica's index and port."""
+    ids = await _ids(gpt2, BASE + "Question: how?")
     await backend.generate(_request(ids))
     home = _served_by(servers).index(1)
     port = int(servers[home].base_url.rsplit(":", 1)[1])
     servers[home].__exit__(None, None, None)
     await backend.generate(_request(ids))
     assert backend.router.replicas[home].breaker.state == "open"
-    return home, port
+    return ids, home, port
 
 
 @pytest.mark.integration
@@ -328,8 +329,7 @@ async def test_a_recovered_replica_is_taken_back_by_a_health_check_not_a_request
 ) -> None:
     clock = Clock()
     backend = _checked_by_hand(servers, clock)
-    ids = await _ids(gpt2, BASE + "Question: how?")
-    home, port = await _down_after_one_call(backend, servers, ids)
+    ids, home, port = await _down_after_one_call(backend, servers, gpt2)
     breaker = backend.router.replicas[home].breaker
 
     assert await backend.check_replicas() == 0  # within the reset timeout: not probed
@@ -355,8 +355,7 @@ async def test_the_background_check_brings_a_replica_back_while_no_request_comes
     backend = ReplicatedCompletionsBackend(
         urls, prefix_blocks=4, breaker=BreakerSettings(reset_timeout_s=0.2), health_interval_s=0.05
     )
-    ids = await _ids(gpt2, BASE + "Question: how?")
-    home, port = await _down_after_one_call(backend, servers, ids)
+    ids, home, port = await _down_after_one_call(backend, servers, gpt2)
     with FakeOpenAIServer(gpt2, MODELS, port=port) as back:
         deadline = time.monotonic() + 30
         while backend.router.replicas[home].breaker.state != "closed":
@@ -373,8 +372,7 @@ async def test_a_readiness_ping_is_a_half_open_replicas_probe(
 ) -> None:
     clock = Clock()
     backend = _checked_by_hand(servers, clock)
-    ids = await _ids(gpt2, BASE + "Question: how?")
-    home, port = await _down_after_one_call(backend, servers, ids)
+    ids, home, port = await _down_after_one_call(backend, servers, gpt2)
     with FakeOpenAIServer(gpt2, MODELS, port=port):
         assert (await backend.ping())["replicas_up"] == 3
         assert backend.router.replicas[home].breaker.state == "open"  # not yet due
