@@ -450,6 +450,14 @@ def lag_buckets(delta: dict[str, float]) -> list[tuple[float, float]]:
     return sorted(out)
 
 
+def share_over(buckets: list[tuple[float, float]]) -> dict[str, float]:
+    """{bound ms: share of samples later than it} from cumulative buckets."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return {}
+    return {f"{bound:g}": round(1.0 - count / total, 4) for bound, count in buckets[:-1]}
+
+
 def p99_from_buckets(buckets: list[tuple[float, float]]) -> float | None:
     total = buckets[-1][1] if buckets else 0.0
     if total <= 0:
@@ -554,6 +562,8 @@ async def measure(
         "redis_tier": {"c32": tier.summary(), "l2_hits": l2, "misses": miss},
         "loop_lag_p99_ms": p99_from_buckets(lag_buckets(lag_delta)),
         "loop_lag_samples_c32": max((c for _, c in lag_buckets(lag_delta)), default=0),
+        # The share of c32 samples later than each bucket bound: where the p99 sits.
+        "loop_lag_share_over_ms_c32": share_over(lag_buckets(lag_delta)),
         # Of the stalled samples' time (lag > 5 ms) in the c32 phases: the loop thread running,
         # waiting for a core, or neither (the GIL, a blocking call). See observability/_loop.py.
         "loop_stall_causes_c32": {

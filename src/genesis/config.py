@@ -208,6 +208,11 @@ class ServerSettings(_Model):
     # The event loop thread's scheduler time slice (Linux 6.12+ EEVDF, see genesis._sched):
     # short, so the loop runs soon after it wakes; 0 leaves the kernel's default.
     loop_slice_us: float = Field(100.0, ge=0, le=100_000)
+    # The event loop thread's real-time priority (SCHED_FIFO, 1-99; see genesis._sched): it
+    # then runs as soon as it wakes, ahead of every ordinary thread on the machine. Needs
+    # CAP_SYS_NICE or an RLIMIT_RTPRIO allowance; refused, the loop keeps its short slice.
+    # 0: an ordinary thread.
+    loop_rt_priority: int = Field(1, ge=0, le=99)
     # Requests one keep-alive connection may carry before the server closes it (nginx's
     # keepalive_requests); its client reconnects to whichever worker is free. 0: no limit.
     keepalive_requests: int = Field(100, ge=0, le=1_000_000)

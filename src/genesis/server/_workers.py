@@ -35,7 +35,7 @@ try:
 except ImportError:  # httptools is not installed: only h11
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
-from genesis._sched import request_slice
+from genesis._sched import request_realtime, request_slice
 from genesis.errors import ConfigError
 from genesis.observability import MULTIPROC_ENV, LoopLagMonitor, forget_this_process
 
@@ -96,6 +96,9 @@ def build_app(options: ServeOptions) -> FastAPI:
         # This thread runs the event loop (uvicorn calls the factory, then runs the loop,
         # in the worker's main thread); the executor's threads drop the slice again.
         request_slice(genesis.settings.server.loop_slice_us)
+    if genesis.settings.server.loop_rt_priority > 0:
+        # The same thread, real-time where permitted (the slice stays the fallback).
+        request_realtime(genesis.settings.server.loop_rt_priority)
     return with_loop_monitor(create_app(genesis))
 
 
