@@ -152,12 +152,17 @@ def serve(
 
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging configuration plus the ``genesis`` loggers (workers are spawned
-    processes: this dictionary is all the logging set-up they get)."""
+    processes: this dictionary is all the logging set-up they get), every handler writing on
+    a background thread (:class:`~genesis.server._logs.BackgroundStreamHandler`), not on the
+    event loop's."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config["handlers"].values():
+        if handler.get("class") == "logging.StreamHandler":
+            handler["class"] = "genesis.server._logs.BackgroundStreamHandler"
     config["loggers"]["genesis"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
