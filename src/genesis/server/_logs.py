@@ -130,3 +130,12 @@ def _dropped_record(count: int, after: logging.LogRecord) -> logging.LogRecord:
             "created": after.created,
         }
     )
+
+
+def flush_background_logs(logger_name: str = "genesis") -> None:
+    """Write what the :class:`BackgroundStreamHandler` of ``logger_name`` holds (each waits at
+    most its ``flush_timeout_s``): at the end of a served app's lifespan, before the process
+    may end without running exit handlers."""
+    for handler in logging.getLogger(logger_name).handlers:
+        if isinstance(handler, BackgroundStreamHandler):
+            handler.flush()

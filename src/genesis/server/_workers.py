@@ -38,6 +38,7 @@ except ImportError:  # httptools is not installed: only h11
 from genesis._sched import request_realtime, request_slice
 from genesis.errors import ConfigError
 from genesis.observability import MULTIPROC_ENV, LoopLagMonitor, forget_this_process
+from genesis.server._logs import flush_background_logs
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def with_loop_monitor(app: FastAPI, monitor: LoopLagMonitor | None = None) -> Fa
                 yield state
         finally:
             forget_this_process()
+            flush_background_logs()
 
     app.router.lifespan_context = lifespan
     app.state.loop_monitor = lag
@@ -152,18 +154,28 @@ def serve(
 
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging configuration plus the ``genesis`` loggers (workers are spawned
-    processes: this dictionary is all the logging set-up they get), every handler writing on
-    a background thread (:class:`~genesis.server._logs.BackgroundStreamHandler`), not on the
-    event loop's."""
+    processes: this dictionary is all the logging set-up they get).
+
+    The ``genesis`` loggers (the access line of every request among them) write on a
+    background thread (:class:`~genesis.server._logs.BackgroundStreamHandler`), not on the
+    event loop's; the app's lifespan flushes them on the way out (`with_loop_monitor`).
+    uvicorn's own few lines (start, stop, a crashed request) keep a plain handler: after a
+    SIGTERM uvicorn re-raises the signal once it has stopped, and the process then ends
+    without running exit handlers, so a queued "shutdown complete" would be lost."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    for handler in config["handlers"].values():
-        if handler.get("class") == "logging.StreamHandler":
-            handler["class"] = "genesis.server._logs.BackgroundStreamHandler"
-    config["loggers"]["genesis"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["handlers"]["background"] = {
+        **config["handlers"]["default"],
+        "class": "genesis.server._logs.BackgroundStreamHandler",
+    }
+    config["loggers"]["genesis"] = {
+        "handlers": ["background"],
+        "level": "INFO",
+        "propagate": False,
+    }
     return config
 
 
