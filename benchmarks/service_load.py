@@ -501,7 +501,10 @@ async def measure(
     phases: dict[str, dict[str, Any]] = {"repeated": {}, "distinct": {}}
     lag_delta: dict[str, float] = {}
     errors: dict[str, str] = {}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # Idle connections expire on the client's side first: uvicorn closes a keep-alive
+    # connection idle for 5 s, httpx's default expiry is also 5 s, and a request sent on a
+    # connection the server is closing that instant fails with ReadError (seen between phases).
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
     base = f"http://127.0.0.1:{args.port}"
     async with httpx.AsyncClient(
         base_url=base, headers=headers, timeout=60, limits=limits
