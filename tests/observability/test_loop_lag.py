@@ -128,3 +128,41 @@ async def test_a_stall_is_attributed_to_running_or_to_a_blocking_call(metrics: N
         await asyncio.sleep(0.02)
     text = render_metrics()[0].decode()
     assert stalled(text, "other") >= 0.09
+
+
+def test_schedstat_reads_the_opening_threads_own_cpu_time_again_and_again() -> None:
+    import threading
+
+    from genesis.observability._loop import _SchedStat
+
+    if not _SchedStat.PATH.exists():
+        pytest.skip("no /proc/thread-self/schedstat here")
+    out: dict[str, float] = {}
+
+    def busy(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    def measure() -> None:
+        sched = _SchedStat.open()
+        try:
+            first = sched.read()
+            other = threading.Thread(target=busy, args=(0.2,))
+            other.start()
+            other.join()  # another thread's CPU time is not this one's
+            second = sched.read()
+            busy(0.2)
+            third = sched.read()
+        finally:
+            sched.close()
+        assert first and second and third
+        out["other"] = second[0] - first[0]
+        out["own"] = third[0] - second[0]
+        assert sched.read() is None  # closed
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    thread.join()
+    assert out["own"] >= 0.1
+    assert out["other"] < out["own"] / 2
