@@ -314,5 +314,12 @@ def _term(word: str) -> str:
 def _lexical(query: str, texts: Sequence[str]) -> float:
     """The idf-weighted share of the query's terms in ``texts`` (the best chunks)."""
     pool = split_sentences(texts)
-    whole = [Sentence(0, 0, "", frozenset(t for text in texts for t in terms(text)))]
+    whole = [Sentence(0, 0, "", frozenset().union(*(_text_terms(text) for text in texts)))]
     return coverage(query, whole, pool) if pool else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_terms(text: str) -> frozenset[str]:
+    # The terms of one chunk: the same best chunks come back for many questions, and
+    # working them out (a regular expression and a stem per word) was most of `_lexical`.
+    return frozenset(terms(text))
