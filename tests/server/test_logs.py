@@ -9,6 +9,7 @@ import io
 import logging
 import logging.config
 import threading
+import time
 
 import pytest
 
@@ -134,6 +135,24 @@ def test_close_writes_what_is_queued() -> None:
         log.info("x%d", i)
     handler.close()
     assert len(stream.getvalue().splitlines()) == 100
+
+
+def test_flush_and_close_under_the_handlers_lock_write_everything_at_once() -> None:
+    # What logging.shutdown does at exit: acquire, flush, close, release.
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream, flush_timeout_s=3.0)
+    log = _logger(handler, "genesis.test.logs.shutdown")
+    for i in range(200):
+        log.info("x%d", i)
+    began = time.monotonic()
+    handler.acquire()
+    try:
+        handler.flush()
+        handler.close()
+    finally:
+        handler.release()
+    assert len(stream.getvalue().splitlines()) == 200
+    assert time.monotonic() - began < 3.0  # not the flush timeout: the writer never waited
 
 
 def test_a_bad_bound_is_named() -> None:

@@ -114,10 +114,20 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     return
                 if self.dropped:
                     lost, self.dropped = self.dropped, 0
-                    super().emit(_dropped_record(lost, record))
-                super().emit(record)
+                    self._write(_dropped_record(lost, record))
+                self._write(record)
             finally:
                 self._queue.task_done()
+
+    def _write(self, record: logging.LogRecord) -> None:
+        """Format and write one record. Only this thread writes, so without the handler's
+        lock: `logging.shutdown` holds that lock while it calls :meth:`flush`, which waits
+        for this thread (``StreamHandler.emit`` would take the lock again to flush)."""
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            self.stream.flush()
+        except Exception:
+            self.handleError(record)
 
 
 def _dropped_record(count: int, after: logging.LogRecord) -> logging.LogRecord:
