@@ -38,24 +38,30 @@ def test_prose_is_not_code(line: str) -> None:
     assert not is_code(line)
 
 
-def test_a_code_block_and_its_indented_lines_are_dropped() -> None:
-    task = "Anything wrong here?\ntry:\n    charge(card)\nexcept:\n    pass"
-    assert request_text(task) == "Anything wrong here?"
-
-
-def test_prose_after_the_code_is_kept() -> None:
-    task = "for invoice in invoices:\n    send(invoice.customer)\nWhat's wrong with this?"
-    assert request_text(task) == "What's wrong with this?"
-
-
-def test_inline_code_after_a_question_is_dropped() -> None:
-    task = "Is this logging line OK? logger.info(f'payment {payment} for card {card}')"
-    assert request_text(task) == "Is this logging line OK?"
-
-
-def test_a_diff_is_dropped_with_its_marker_lines() -> None:
-    task = "Here's my diff, please point out problems:\n-    data = f.read()\n+import os\n+x = 1"
-    assert request_text(task) == "Here's my diff, please point out problems:"
+@pytest.mark.parametrize(
+    ("task", "kept"),
+    [
+        # a code block and its indented lines are dropped
+        ("Anything wrong here?\ntry:\n    charge(card)\nexcept:\n    pass", "Anything wrong here?"),
+        # prose after the code is kept
+        (
+            "for invoice in invoices:\n    send(invoice.customer)\nWhat's wrong with this?",
+            "What's wrong with this?",
+        ),
+        # inline code after a question is dropped
+        (
+            "Is this logging line OK? logger.info(f'payment {payment} for card {card}')",
+            "Is this logging line OK?",
+        ),
+        # a diff is dropped with its marker lines
+        (
+            "Here's my diff, please point out problems:\n-    data = f.read()\n+import os\n+x = 1",
+            "Here's my diff, please point out problems:",
+        ),
+    ],
+)
+def test_pasted_code_is_left_out_of_the_request_text(task: str, kept: str) -> None:
+    assert request_text(task) == kept
 
 
 @pytest.mark.parametrize(

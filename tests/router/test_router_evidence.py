@@ -126,6 +126,18 @@ def test_a_seventh_agent_is_a_profile_only() -> None:
     assert decision.agent == "legal"
 
 
+def _default_card_router() -> HALORouter:
+    """The packaged profiles' cards over MiniLM: the card router, without the intent classifier."""
+    from genesis.knowledge import MiniLMEmbedder
+
+    settings = load_settings("dev", environ={})
+    return HALORouter(
+        cards_from_profiles(settings.agents.values()),
+        embed=MiniLMEmbedder().embed_query,
+        default_agent="support",
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "agent"),
@@ -138,16 +150,7 @@ def test_a_seventh_agent_is_a_profile_only() -> None:
     ],
 )
 def test_default_cards_route_the_issue_examples(task: str, agent: str) -> None:
-    from genesis.knowledge import MiniLMEmbedder
-
-    embedder = MiniLMEmbedder()
-    settings = load_settings("dev", environ={})
-    r = HALORouter(
-        cards_from_profiles(settings.agents.values()),
-        embed=embedder.embed_query,
-        default_agent="support",
-    )
-    assert r.route(task).agent == agent
+    assert _default_card_router().route(task).agent == agent
 
 
 @pytest.mark.slow
@@ -164,16 +167,7 @@ def test_default_cards_route_the_issue_examples(task: str, agent: str) -> None:
     ],
 )
 def test_default_cards_let_the_request_outweigh_a_word(task: str, agent: str) -> None:
-    from genesis.knowledge import MiniLMEmbedder
-
-    embedder = MiniLMEmbedder()
-    settings = load_settings("dev", environ={})
-    r = HALORouter(
-        cards_from_profiles(settings.agents.values()),
-        embed=embedder.embed_query,
-        default_agent="support",
-    )
-    assert r.route(task).agent == agent
+    assert _default_card_router().route(task).agent == agent
 
 
 def test_several_keywords_of_one_agent_add_one_bonus() -> None:
