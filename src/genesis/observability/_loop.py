@@ -134,7 +134,7 @@ class _SchedStat:
 
     The file is opened once, by the thread it describes (``thread-self`` names the opener's
     own entry), and re-read in place with ``pread``: one system call per read, where
-    ``Path.read_text`` took an open, a read, a close and the text decoding, about a tenth of
+    ``Path.read_text`` took an open, a read, a close and the text decoding, a visible part of
     the loop thread's own Python time under load in a py-spy sample."""
 
     PATH = Path("/proc/thread-self/schedstat")
