@@ -166,19 +166,16 @@ def cross_validate(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     are cut into CV_FOLDS random folds, each fold judged by the weights and threshold fitted
     on the others. Returns the held-out false_abstain and abstained, pooled."""
     rng = np.random.default_rng(0)
-    wrong = caught = n_ans = n_una = 0
+    ans: list[bool] = []
+    una: list[bool] = []
     for _ in range(CV_REPEATS):
         fold = rng.permutation(len(rows)) % CV_FOLDS
         for k in range(CV_FOLDS):
-            fitted = calibrate([r for r, f in zip(rows, fold, strict=True) if f != k])
-            weights = np.array([fitted["weights"][name] for name in FEATURES])
-            for row in (r for r, f in zip(rows, fold, strict=True) if f == k):
-                refused = float(np.array(_features(row)) @ weights) < fitted["threshold"]
-                if "source_hit" in row:
-                    n_ans, wrong = n_ans + 1, wrong + refused
-                else:
-                    n_una, caught = n_una + 1, caught + refused
-    return {"false_abstain": round(wrong / n_ans, 4), "abstained": round(caught / n_una, 4)}
+            train = [r for r, f in zip(rows, fold, strict=True) if f != k]
+            held = [r for r, f in zip(rows, fold, strict=True) if f == k]
+            a, u = _held_out_refusals(train, held)
+            ans, una = ans + a, una + u
+    return _refusal_shares(ans, una)
 
 
 def cross_validate_by_split(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -190,24 +187,34 @@ def cross_validate_by_split(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     the held-out false_abstain and abstained, pooled and per split."""
     names = list(dict.fromkeys(r["split"] for r in rows if r.get("split")))
     per: dict[str, dict[str, float]] = {}
-    wrong = caught = n_ans = n_una = 0
+    ans: list[bool] = []
+    una: list[bool] = []
     for name in names:
-        fitted = calibrate([r for r in rows if r.get("split") != name])
-        weights = np.array([fitted["weights"][f] for f in FEATURES])
+        train = [r for r in rows if r.get("split") != name]
         held = [r for r in rows if r.get("split") == name]
-        refused = [float(np.array(_features(r)) @ weights) < fitted["threshold"] for r in held]
-        ans = [x for r, x in zip(held, refused, strict=True) if "source_hit" in r]
-        una = [x for r, x in zip(held, refused, strict=True) if "source_hit" not in r]
-        per[name] = {
-            "false_abstain": round(sum(ans) / max(len(ans), 1), 4),
-            "abstained": round(sum(una) / max(len(una), 1), 4),
-        }
-        wrong, n_ans = wrong + sum(ans), n_ans + len(ans)
-        caught, n_una = caught + sum(una), n_una + len(una)
+        a, u = _held_out_refusals(train, held)
+        per[name] = _refusal_shares(a, u)
+        ans, una = ans + a, una + u
+    return {**_refusal_shares(ans, una), "by_split": per}
+
+
+def _held_out_refusals(
+    train: Sequence[dict[str, Any]], held: Sequence[dict[str, Any]]
+) -> tuple[list[bool], list[bool]]:
+    """Whether the weights and threshold fitted on ``train`` refuse each held-out row: the
+    answerable rows' refusals, then the unanswerable ones'."""
+    fitted = calibrate(train)
+    weights = np.array([fitted["weights"][f] for f in FEATURES])
+    refused = [float(np.array(_features(r)) @ weights) < fitted["threshold"] for r in held]
+    pairs = list(zip(held, refused, strict=True))
+    ans = [x for r, x in pairs if "source_hit" in r]
+    return ans, [x for r, x in pairs if "source_hit" not in r]
+
+
+def _refusal_shares(ans: Sequence[bool], una: Sequence[bool]) -> dict[str, float]:
     return {
-        "false_abstain": round(wrong / max(n_ans, 1), 4),
-        "abstained": round(caught / max(n_una, 1), 4),
-        "by_split": per,
+        "false_abstain": round(sum(ans) / max(len(ans), 1), 4),
+        "abstained": round(sum(una) / max(len(una), 1), 4),
     }
 
 
