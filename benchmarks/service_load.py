@@ -558,15 +558,16 @@ async def measure(
         cause: counter(lag_delta, "genesis_event_loop_stalled_seconds_total", cause=cause)
         for cause in ("running", "runqueue", "other")
     }
+    lag = lag_buckets(lag_delta)
     stalled_s = sum(stalled.values())
     total_errors = sum(p["errors"] for kind in phases.values() for p in kind.values()) + tier.errors
     return {
         **phases,
         "redis_tier": {"c32": tier.summary(), "l2_hits": l2, "misses": miss},
-        "loop_lag_p99_ms": p99_from_buckets(lag_buckets(lag_delta)),
-        "loop_lag_samples_c32": max((c for _, c in lag_buckets(lag_delta)), default=0),
+        "loop_lag_p99_ms": p99_from_buckets(lag),
+        "loop_lag_samples_c32": max((c for _, c in lag), default=0),
         # The share of c32 samples later than each bucket bound: where the p99 sits.
-        "loop_lag_share_over_ms_c32": share_over(lag_buckets(lag_delta)),
+        "loop_lag_share_over_ms_c32": share_over(lag),
         # Of the stalled samples' time (lag > 5 ms) in the c32 phases: the loop thread running,
         # waiting for a core, or neither (the GIL, a blocking call). See observability/_loop.py.
         "loop_stall_causes_c32": {
