@@ -500,6 +500,7 @@ async def measure(
     questions = distinct_questions()
     phases: dict[str, dict[str, Any]] = {"repeated": {}, "distinct": {}}
     lag_delta: dict[str, float] = {}
+    lag_by_phase: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     # Idle connections expire on the client's side first: uvicorn closes a keep-alive
     # connection idle for 5 s, httpx's default expiry is also 5 s, and a request sent on a
@@ -535,7 +536,9 @@ async def measure(
                     if phase.first_error:
                         errors[f"{kind}.c{clients}"] = phase.first_error
                     if clients == 32:
-                        for k, v in diff(after, before).items():
+                        delta = diff(after, before)
+                        lag_by_phase[kind] = share_over(lag_buckets(delta))
+                        for k, v in delta.items():
                             lag_delta[k] = lag_delta.get(k, 0.0) + v
                     print(kind, clients, phases[kind][f"c{clients}"], file=sys.stderr)
             first_run = diff(await scrape(client), start)
@@ -568,6 +571,7 @@ async def measure(
         "loop_lag_samples_c32": max((c for _, c in lag), default=0),
         # The share of c32 samples later than each bucket bound: where the p99 sits.
         "loop_lag_share_over_ms_c32": share_over(lag),
+        "loop_lag_share_over_ms_c32_by_phase": lag_by_phase,
         # Of the stalled samples' time (lag > 5 ms) in the c32 phases: the loop thread running,
         # waiting for a core, or neither (the GIL, a blocking call). See observability/_loop.py.
         "loop_stall_causes_c32": {

@@ -24,7 +24,8 @@ inline and 28/24 ms (p99 16/11 ms) with them in the thread pool. The reasons:
   names (``getaddrinfo``) and runs ``to_thread`` there, so a Redis or LLM reconnect must not
   queue behind embeddings.
 
-The pool is bounded to ``workers`` threads (default: the cores this process may use), so at
+The pool is bounded to ``workers`` threads (default: the cores this process may use; each of
+``genesis serve --workers N``'s processes takes its share, cores // N, at least one), so at
 most that many CPU steps run at once; the queue in front of it is bounded by the server's limit
 on in-flight requests. Pure-Python steps still hold the GIL, but only for the interpreter's
 switch interval (5 ms) at a time, so the loop keeps answering.

@@ -27,8 +27,37 @@ PORT = 18207  # this helper's range is 18200-18230
 
 
 def test_serve_options_travel_as_json() -> None:
-    options = ServeOptions("staging", "/etc/genesis", {"home": "/srv/g", "redis.url": "redis://x"})
+    options = ServeOptions(
+        "staging", "/etc/genesis", {"home": "/srv/g", "redis.url": "redis://x"}, workers=3
+    )
     assert ServeOptions.from_json(options.to_json()) == options
+    # options written before the worker count travelled mean one worker
+    assert ServeOptions.from_json('{"env": "dev"}').workers == 1
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (2, 8, 4), (3, 8, 2), (4, 2, 1)]
+)
+def test_each_worker_gets_its_share_of_the_cores(workers: int, cores: int, threads: int) -> None:
+    from genesis.server._workers import executor_threads
+
+    assert executor_threads(workers, cores) == threads
+
+
+def test_a_worker_of_several_installs_an_executor_of_its_share() -> None:
+    from genesis._executor import current_executor, install_executor
+    from genesis.server._workers import build_app, executor_threads
+
+    before, interval = install_executor(None), sys.getswitchinterval()
+    try:
+        build_app(ServeOptions(overrides={"server.loop_rt_priority": "0"}, workers=64))
+        # fewer threads than this machine's cores (a lone process would take them all)
+        assert current_executor().workers == executor_threads(64)
+    finally:
+        current_executor().shutdown(wait=False)
+        install_executor(before)
+        sys.setswitchinterval(interval)
+        request_slice_default()
 
 
 def test_bad_serve_options_are_a_config_error() -> None:
@@ -159,8 +188,13 @@ def test_http_protocol_defaults_to_httptools_with_nodelay_and_names_a_bad_choice
         http_protocol("spdy")
 
 
-def test_a_served_app_sets_the_gil_switch_interval_from_the_settings() -> None:
+def request_slice_default() -> None:
     from genesis._sched import request_slice
+
+    request_slice(0)  # build_app gave this (pytest's) thread the loop's short slice
+
+
+def test_a_served_app_sets_the_gil_switch_interval_from_the_settings() -> None:
     from genesis.server._workers import build_app
 
     before = sys.getswitchinterval()
@@ -171,4 +205,4 @@ def test_a_served_app_sets_the_gil_switch_interval_from_the_settings() -> None:
         assert sys.getswitchinterval() == pytest.approx(0.0025)
     finally:
         sys.setswitchinterval(before)
-        request_slice(0)  # build_app gave this (pytest's) thread the loop's short slice
+        request_slice_default()
