@@ -4,10 +4,12 @@ Shared by the OpenAI-style backends (``genesis.llm``) and the server's own token
 (``genesis.tokens.RemoteTokenizer``); it lives outside both so that ``tokens`` never imports
 ``llm`` (``llm`` uses ``tokens``' ID type: a one-way dependency).
 
-Every httpx exception and every bad status is turned into the ``genesis.errors`` LLM tree
-here, at the edge, so nothing from httpx escapes a backend:
+A backend's completions calls go through aiohttp (:func:`post_json_aio`), everything else
+(streams, the readiness ping, the remote tokenizer, a client a caller injects) through httpx
+(:func:`post_json`). Every exception of either client and every bad status is turned into the
+``genesis.errors`` LLM tree here, at the edge, so nothing from either escapes a backend:
 
-- ``httpx.TimeoutException`` or the overall deadline -> ``LLMTimeoutError``
+- a client timeout or the overall deadline -> ``LLMTimeoutError``
 - 429 -> ``LLMRateLimitError``; 5xx, unreadable JSON, connection errors -> ``LLMServerError``
 - any other 4xx -> ``LLMBadRequestError``
 
@@ -20,11 +22,14 @@ request's headers (the key with them), so it goes only to the log, redacted and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
+import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 from pydantic import SecretStr
@@ -38,6 +43,9 @@ from genesis.errors import (
     LLMServerError,
     LLMTimeoutError,
 )
+
+if TYPE_CHECKING:  # aiohttp is imported when a backend makes its first call
+    import aiohttp
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +107,87 @@ async def post_json(
     return decode_response(response, what, known=known)
 
 
+async def post_json_aio(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    timeout_s: float,
+    headers: dict[str, str],
+    what: str,
+    proxy: str | None = None,
+) -> dict[str, Any]:
+    """:func:`post_json` on an aiohttp session (:func:`new_session`): the same bound on the
+    whole call and the same error tree, for a fraction of httpx's CPU per call.
+
+    ``benchmarks/model_client.py`` compares the two clients' CPU per call in one run. That
+    CPU is the event loop's: the model call of every request runs on it.
+
+    A call the server hangs up on before answering is sent once more, within the same
+    deadline, on a new connection: aiohttp reuses a pooled connection without first checking
+    that the server has not closed it (a server that went away, or closed an idle connection
+    that instant), where httpx polls each one. The second try then tells a server that is
+    gone (a refused connection, which marks a replica down) from one that is up.
+    """
+    import aiohttp
+
+    if timeout_s <= 0:
+        raise LLMTimeoutError(f"{what}: no time left (timeout {timeout_s:.3f}s)")
+    known = _header_secrets(headers)
+    try:
+        async with asyncio.timeout(timeout_s):
+            for attempt in (1, 2):
+                try:
+                    async with session.post(
+                        url, json=payload, headers=headers, proxy=proxy
+                    ) as response:
+                        status, content = response.status, await response.read()
+                    break
+                except aiohttp.ServerDisconnectedError:
+                    if attempt == 2:
+                        raise
+                    logger.debug("%s: the server hung up before answering; sent again", what)
+    except TimeoutError as exc:
+        raise LLMTimeoutError(f"{what}: no answer within {timeout_s:.2f}s") from exc
+    except aiohttp.ClientError as exc:  # refused, reset, closed mid-answer, bad HTTP
+        # aiohttp messages can name the host and port; the type is enough for the client.
+        _log_upstream(what, f"transport error {type(exc).__name__}", str(exc), known)
+        raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
+    return decode_body(status, content, what, known=known)
+
+
+def without_userinfo(base_url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """``base_url`` without ``user:password@``, and the headers with those credentials as
+    HTTP basic auth unless an Authorization header is already there (the API key wins), as
+    httpx treats a URL's credentials; aiohttp refuses a URL carrying them beside such a header.
+    """
+    parts = urlsplit(base_url)
+    if parts.username is None and parts.password is None:
+        return base_url, headers
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    bare = urlunsplit(parts._replace(netloc=netloc))
+    if any(k.lower() == "authorization" for k in headers):
+        return bare, headers
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return bare, {**headers, "Authorization": f"Basic {token}"}
+
+
+def is_connect_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (an LLMError's cause) means the server refused or was unreachable,
+    from either client."""
+    if isinstance(exc, httpx.ConnectError):
+        return True
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(exc, aiohttp.ClientConnectorError)
+
+
 def decode_response(
     response: httpx.Response, what: str, *, known: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -106,23 +195,28 @@ def decode_response(
 
     ``known``: the secrets this call sent (its API key), also removed verbatim from the log.
     """
-    status = response.status_code
+    return decode_body(response.status_code, response.content, what, known=known)
+
+
+def decode_body(
+    status: int, content: bytes, what: str, *, known: Sequence[str] = ()
+) -> dict[str, Any]:
+    """:func:`decode_response` for a status and body read by any client."""
     if status != 200:
-        raise _status_error(response, what, known)
+        raise _status_error(status, content, what, known)
     try:
-        body = response.json()
+        body = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _log_upstream(what, "unreadable JSON body", _body_text(response), known)
+        _log_upstream(what, "unreadable JSON body", _body_text(content), known)
         raise LLMServerError(f"{what}: upstream returned an unreadable JSON body") from exc
     if not isinstance(body, dict):
         raise LLMServerError(f"{what}: expected a JSON object, got {type(body).__name__}")
     return body
 
 
-def _status_error(response: httpx.Response, what: str, known: Sequence[str]) -> Exception:
+def _status_error(status: int, content: bytes, what: str, known: Sequence[str]) -> Exception:
     """The error for a non-200 status; the body is logged (redacted), never put in it."""
-    status = response.status_code
-    _log_upstream(what, f"upstream returned {status}", _body_text(response), known)
+    _log_upstream(what, f"upstream returned {status}", _body_text(content), known)
     if status == 408:
         return LLMTimeoutError(f"{what}: upstream returned 408 (timed out)")
     if status == 429:
@@ -159,11 +253,8 @@ def usage_counts(
         raise LLMServerError("upstream response has unreadable usage counts") from exc
 
 
-def _body_text(response: httpx.Response) -> str:
-    try:
-        return response.text
-    except UnicodeDecodeError:
-        return "<undecodable body>"
+def _body_text(content: bytes) -> str:
+    return content.decode("utf-8", "replace")
 
 
 def _header_secrets(headers: Mapping[str, str]) -> list[str]:
@@ -181,6 +272,32 @@ def _log_upstream(what: str, problem: str, detail: str, known: Sequence[str] = (
         redact_excerpt(detail, _EXCERPT_CHARS, known),
         extra={"upstream_problem": problem},
     )
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The aiohttp session for the model's completions calls (:func:`post_json_aio`).
+
+    Made inside the running loop it will serve. Its idle connections expire after 4 s, before
+    uvicorn's (and so vLLM's) 5 s keep-alive timeout, so a call is not sent on a connection
+    the server is closing; TCP_NODELAY is aiohttp's default; proxy variables are honoured as
+    httpx honours them.
+    """
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=4.0)
+    # trust_env would read the proxy variables on every call (a visible part of its CPU per
+    # call): the backend resolves its proxy once instead (env_proxy).
+    return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``) sets for ``url``, as httpx would use it; None for a direct connection."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def new_client() -> httpx.AsyncClient:

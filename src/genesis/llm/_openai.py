@@ -11,9 +11,10 @@ API checked against vLLM's own protocol models (repo vllm-project/vllm):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 from pydantic import SecretStr
@@ -21,11 +22,15 @@ from pydantic import SecretStr
 from genesis._http import (
     auth_headers,
     decode_response,
+    env_proxy,
     first_choice,
     new_client,
+    new_session,
     normalize_base_url,
     post_json,
+    post_json_aio,
     usage_counts,
+    without_userinfo,
 )
 from genesis.config import redact_url
 from genesis.errors import LLMBadRequestError, LLMServerError
@@ -39,15 +44,21 @@ from genesis.llm._stream import (
 )
 from genesis.llm._types import Generation, GenerationRequest, Usage
 
+if TYPE_CHECKING:  # imported with the first call (genesis._http.new_session)
+    import aiohttp
+
 logger = logging.getLogger(__name__)
 
 
 class _OpenAIStyleBackend:
     """Client ownership and auth shared by both backends.
 
-    An injected ``client`` is borrowed (the caller closes it). Otherwise a client is built on
-    first use and closed by :meth:`aclose`; the backend stays usable after ``aclose`` (a new
-    client is built), which lets a sync wrapper release connections tied to its event loop.
+    An injected ``client`` is borrowed (the caller closes it) and serves every call.
+    Otherwise the clients are built on first use and closed by :meth:`aclose`: an aiohttp
+    session for ``generate`` (the call every answer makes, on the event loop's thread: aiohttp
+    costs it a fraction of httpx's CPU, ``benchmarks/model_client.py``) and an httpx client
+    for streams and the readiness ping. The backend stays usable after ``aclose`` (new
+    clients are built), which lets a sync wrapper release connections tied to its event loop.
     """
 
     def __init__(
@@ -61,14 +72,29 @@ class _OpenAIStyleBackend:
         self._headers = auth_headers(api_key)
         self._owns_client = client is None
         self._client = client
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._aio_base, self._aio_headers = without_userinfo(self._base_url, self._headers)
+        self._aio_proxy = env_proxy(self._aio_base)
 
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}(base_url={redact_url(self._base_url)!r})"
 
     async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+    def _aio(self) -> aiohttp.ClientSession:
+        """The aiohttp session of the running loop (a session serves only the loop it was
+        made in; one left by a loop that has ended is dropped, its connections with it)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session, self._session_loop = new_session(), loop
+        return self._session
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -96,6 +122,16 @@ class _OpenAIStyleBackend:
 
     async def _post(self, path: str, payload: dict[str, Any], request: GenerationRequest) -> Any:
         what = f"POST {path} (model {request.model!r})"
+        if self._owns_client:
+            return await post_json_aio(
+                self._aio(),
+                f"{self._aio_base}{path}",
+                payload,
+                timeout_s=request.timeout_s,
+                headers=self._aio_headers,
+                what=what,
+                proxy=self._aio_proxy,
+            )
         return await post_json(
             self._http(),
             f"{self._base_url}{path}",

@@ -48,6 +48,7 @@ import httpx
 from pydantic import SecretStr
 
 from genesis._breaker import RateCircuitBreaker
+from genesis._http import is_connect_error
 from genesis.config import redact_url
 from genesis.errors import (
     ConfigError,
@@ -474,7 +475,7 @@ def _probe_verdict(replica: Replica, result: object) -> None:
 
 
 def _record_failure(replica: Replica, exc: LLMError) -> None:
-    if isinstance(exc.__cause__, httpx.ConnectError):
+    if is_connect_error(exc.__cause__):
         if replica.breaker.state != "open":
             logger.warning("replica %s refused the connection; marked down", replica.index)
         replica.breaker.force_open()
