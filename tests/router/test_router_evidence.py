@@ -3,6 +3,7 @@ and a new agent is a profile only."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,9 +34,11 @@ class Evidence:
     def __init__(self, scores: dict[str, float]) -> None:
         self.scores = scores
         self.asked: list[list[str]] = []
+        self.threads: list[str] = []
 
     def __call__(self, task: str, vector: np.ndarray, agents: Sequence[str]) -> dict[str, float]:
         self.asked.append(list(agents))
+        self.threads.append(threading.current_thread().name)
         return {a: self.scores[a] for a in agents}
 
 
@@ -108,6 +111,8 @@ async def test_route_async_asks_for_evidence_off_the_loop_only_on_close_calls() 
     assert (await r.route_async("money recipes")).agent == "cooking"
     assert (await r.route_async("rain sun forecast clouds today")).agent == "weather"
     assert len(evidence.asked) == 1  # the clear task needed no retrieval
+    # a dense search per close agent: in the bounded CPU executor, not the loop's default one
+    assert evidence.threads[0].startswith("genesis-cpu")
 
 
 def test_a_seventh_agent_is_a_profile_only() -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from genesis._executor import run_cpu
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
@@ -225,15 +226,16 @@ class HALORouter:
 
     async def route_async(self, task: str, *, agent: str | None = None) -> RouteDecision:
         """:meth:`route` without embedding on the event loop: the task goes to
-        ``embed_async`` (or ``embed`` in a worker thread); a short task's rules run inline
-        (microseconds), a long one is read in a worker thread (``INLINE_READ_CHARS``)."""
+        ``embed_async`` (or ``embed`` in the CPU executor); a short task's rules run inline
+        (microseconds), a long one is read in the CPU executor (``INLINE_READ_CHARS``), and
+        so is the retrieval evidence between close agents (a dense search per agent)."""
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
         if len(task) <= INLINE_READ_CHARS:
             request, hits = self._read(task)
         else:
-            request, hits = await asyncio.to_thread(self._read, task)
+            request, hits = await run_cpu(self._read, task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         if not self.warmed_up:
@@ -243,7 +245,7 @@ class HALORouter:
         close = self._evidence_agents(hits, sims)
         evidence: Mapping[str, float] = {}
         if close and self._evidence is not None:
-            evidence = await asyncio.to_thread(self._evidence, request, vector, close)
+            evidence = await run_cpu(self._evidence, request, vector, close)
         return self._decide(hits, sims, evidence)
 
     def _read(self, task: str) -> tuple[str, list[RuleHit]]:
@@ -281,7 +283,7 @@ class HALORouter:
 
     async def _embed_task_async(self, task: str) -> _F32:
         if self._embed_async is None:
-            return await asyncio.to_thread(self._embed_text, task)
+            return await run_cpu(self._embed_text, task)
         vec = np.asarray(await self._embed_async(task), dtype=np.float32).reshape(-1)
         return _checked_unit(vec, task)
 
