@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import platform
 import statistics
@@ -65,28 +66,25 @@ async def _cpu_per_call_ms(call: Call, calls: int, in_flight: int) -> float:
     return (time.process_time() - started) / calls * 1000.0
 
 
-async def _httpx(url: str, calls: int, in_flight: int) -> float:
-    client = new_client()
-    try:
-        return await _cpu_per_call_ms(
-            lambda: post_json(client, url, PAYLOAD, timeout_s=10, headers={}, what="httpx"),
-            calls,
-            in_flight,
+async def _client_cost(kind: str, url: str, calls: int, in_flight: int) -> float:
+    """CPU per call through Genesis's own call for ``kind``: httpx or aiohttp."""
+    call: Call
+    if kind == "httpx":
+        client = new_client()
+        call = functools.partial(
+            post_json, client, url, PAYLOAD, timeout_s=10, headers={}, what=kind
         )
-    finally:
-        await client.aclose()
-
-
-async def _aiohttp(url: str, calls: int, in_flight: int) -> float:
-    session = new_session()
-    try:
-        return await _cpu_per_call_ms(
-            lambda: post_json_aio(session, url, PAYLOAD, timeout_s=10, headers={}, what="aio"),
-            calls,
-            in_flight,
+        close = client.aclose
+    else:
+        session = new_session()
+        call = functools.partial(
+            post_json_aio, session, url, PAYLOAD, timeout_s=10, headers={}, what=kind
         )
+        close = session.close
+    try:
+        return await _cpu_per_call_ms(call, calls, in_flight)
     finally:
-        await session.close()
+        await close()
 
 
 def run(calls: int, rounds: int) -> dict[str, Any]:
@@ -101,8 +99,8 @@ def run(calls: int, rounds: int) -> dict[str, Any]:
         samples: dict[str, dict[str, list[float]]] = {}
         for _ in range(rounds):
             for in_flight in (1, 16):
-                for name, fn in (("httpx", _httpx), ("aiohttp", _aiohttp)):
-                    ms = uvloop.run(fn(url, calls, in_flight))
+                for name in ("httpx", "aiohttp"):
+                    ms = uvloop.run(_client_cost(name, url, calls, in_flight))
                     samples.setdefault(f"c{in_flight}", {}).setdefault(name, []).append(ms)
     finally:
         assert server.stdin is not None
