@@ -82,8 +82,8 @@ class _OpenAIStyleBackend:
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        if session is not None and self._session_loop is asyncio.get_running_loop():
+            await session.close()  # a session of a loop that has ended goes with that loop
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
