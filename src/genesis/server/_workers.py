@@ -79,7 +79,8 @@ def executor_threads(workers: int, cores: int | None = None) -> int:
     least one. N workers with a thread per core each would run N times as many CPU threads as
     there are cores, all contending for their process's GIL with its event loop; measured
     with ``benchmarks/service_load.py`` (2 workers, 2 cores), one thread each gave fewer
-    late loop wake-ups than two, at the same throughput for new questions."""
+    late loop wake-ups than two, at about the same throughput for new questions (repeated
+    ones, whose executor steps are short, ran slower; README, Measured)."""
     return max(1, (cores if cores is not None else default_workers()) // max(1, workers))
 
 
