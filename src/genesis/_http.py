@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import socket
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -92,18 +93,9 @@ async def post_json(
     read), so a server that drips bytes could otherwise exceed it; ``asyncio.timeout`` caps
     the total. ``what`` names the call in error messages (e.g. ``"POST /v1/completions"``).
     """
-    if timeout_s <= 0:
-        raise LLMTimeoutError(f"{what}: no time left (timeout {timeout_s:.3f}s)")
     known = _header_secrets(headers)
-    try:
-        async with asyncio.timeout(timeout_s):
-            response = await client.post(url, json=payload, headers=headers, timeout=timeout_s)
-    except (httpx.TimeoutException, TimeoutError) as exc:
-        raise LLMTimeoutError(f"{what}: no answer within {timeout_s:.2f}s") from exc
-    except httpx.HTTPError as exc:  # connection refused/reset, protocol errors
-        # httpx messages can name the URL; the type is enough for the client.
-        _log_upstream(what, f"transport error {type(exc).__name__}", str(exc), known)
-        raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
+    async with _bounded(what, timeout_s, known, (httpx.TimeoutException,), httpx.HTTPError):
+        response = await client.post(url, json=payload, headers=headers, timeout=timeout_s)
     return decode_response(response, what, known=known)
 
 
@@ -131,29 +123,45 @@ async def post_json_aio(
     """
     import aiohttp
 
+    known = _header_secrets(headers)
+    async with _bounded(what, timeout_s, known, (), aiohttp.ClientError):
+        for attempt in (1, 2):
+            try:
+                async with session.post(
+                    url, json=payload, headers=headers, proxy=proxy
+                ) as response:
+                    status, content = response.status, await response.read()
+                break
+            except aiohttp.ServerDisconnectedError:
+                if attempt == 2:
+                    raise
+                logger.debug("%s: the server hung up before answering; sent again", what)
+    return decode_body(status, content, what, known=known)
+
+
+@contextlib.asynccontextmanager
+async def _bounded(
+    what: str,
+    timeout_s: float,
+    known: Sequence[str],
+    timeouts: tuple[type[BaseException], ...],
+    transport: type[BaseException],
+) -> AsyncIterator[None]:
+    """One call within ``timeout_s`` in all, its client's errors turned into the LLM tree:
+    a timeout (the client's ``timeouts`` or the overall deadline) -> ``LLMTimeoutError``;
+    a ``transport`` error (refused, reset, bad HTTP) -> ``LLMServerError`` naming only the
+    type (client messages can name the URL; the message goes to the log, redacted)."""
     if timeout_s <= 0:
         raise LLMTimeoutError(f"{what}: no time left (timeout {timeout_s:.3f}s)")
-    known = _header_secrets(headers)
+    timed_out: tuple[type[BaseException], ...] = (TimeoutError, *timeouts)
     try:
         async with asyncio.timeout(timeout_s):
-            for attempt in (1, 2):
-                try:
-                    async with session.post(
-                        url, json=payload, headers=headers, proxy=proxy
-                    ) as response:
-                        status, content = response.status, await response.read()
-                    break
-                except aiohttp.ServerDisconnectedError:
-                    if attempt == 2:
-                        raise
-                    logger.debug("%s: the server hung up before answering; sent again", what)
-    except TimeoutError as exc:
+            yield
+    except timed_out as exc:
         raise LLMTimeoutError(f"{what}: no answer within {timeout_s:.2f}s") from exc
-    except aiohttp.ClientError as exc:  # refused, reset, closed mid-answer, bad HTTP
-        # aiohttp messages can name the host and port; the type is enough for the client.
+    except transport as exc:
         _log_upstream(what, f"transport error {type(exc).__name__}", str(exc), known)
         raise LLMServerError(f"{what}: transport error ({type(exc).__name__})") from exc
-    return decode_body(status, content, what, known=known)
 
 
 def without_userinfo(base_url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -181,10 +189,8 @@ def is_connect_error(exc: BaseException | None) -> bool:
     from either client."""
     if isinstance(exc, httpx.ConnectError):
         return True
-    try:
-        import aiohttp
-    except ImportError:  # pragma: no cover - a dependency
-        return False
+    import aiohttp  # only on a failed call: not imported with this module
+
     return isinstance(exc, aiohttp.ClientConnectorError)
 
 
@@ -279,8 +285,8 @@ def new_session() -> aiohttp.ClientSession:
 
     Made inside the running loop it will serve. Its idle connections expire after 4 s, before
     uvicorn's (and so vLLM's) 5 s keep-alive timeout, so a call is not sent on a connection
-    the server is closing; TCP_NODELAY is aiohttp's default; proxy variables are honoured as
-    httpx honours them.
+    the server is closing; TCP_NODELAY is aiohttp's default. The proxy variables are not read
+    here but once per backend (:func:`env_proxy`), and given with each call.
     """
     import aiohttp
 
