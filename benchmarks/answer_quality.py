@@ -174,7 +174,8 @@ def cross_validate(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
             train = [r for r, f in zip(rows, fold, strict=True) if f != k]
             held = [r for r, f in zip(rows, fold, strict=True) if f == k]
             a, u = _held_out_refusals(train, held)
-            ans, una = ans + a, una + u
+            ans += a
+            una += u
     return _refusal_shares(ans, una)
 
 
@@ -194,7 +195,8 @@ def cross_validate_by_split(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         held = [r for r in rows if r.get("split") == name]
         a, u = _held_out_refusals(train, held)
         per[name] = _refusal_shares(a, u)
-        ans, una = ans + a, una + u
+        ans += a
+        una += u
     return {**_refusal_shares(ans, una), "by_split": per}
 
 
