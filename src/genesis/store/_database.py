@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateTable
 
 from genesis.config import Settings, redact_url
 from genesis.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _META = sa.MetaData()
 _MIGRATIONS = sa.Table(
@@ -29,7 +32,11 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.kind = engine.dialect.name
-        _META.create_all(engine, tables=[_MIGRATIONS])
+        # IF NOT EXISTS, not create_all's look-then-create: workers starting together on a
+        # fresh database each create it, and the loser of a look-then-create would fail.
+        _with_retries(
+            lambda conn: conn.execute(CreateTable(_MIGRATIONS, if_not_exists=True)), engine
+        )
 
     def __repr__(self) -> str:
         return f"Database({redact_url(str(self.engine.url))!r})"
@@ -78,30 +85,52 @@ Statement = sa.schema.ExecutableDDLElement | str
 
 
 def migrate(db: Database, component: str, steps: Sequence[Sequence[Statement]]) -> int:
-    """Bring ``component``'s tables to ``len(steps)``: step *i* (a list of DDL statements) runs
-    once, in one transaction with the version bump. Returns the version reached. Two processes
-    migrating at once: the loser's insert of the same version fails and it re-reads."""
-    with db.engine.begin() as conn:
-        row = conn.execute(
-            sa.select(_MIGRATIONS.c.version).where(_MIGRATIONS.c.component == component)
-        ).first()
-        version = row[0] if row else 0
-        if version > len(steps):
-            raise ConfigError(
-                f"the database holds {component} schema version {version}; this Genesis knows "
-                f"only {len(steps)}: upgrade Genesis"
+    """Bring ``component``'s tables to ``len(steps)``: step *i* (a list of DDL statements,
+    each safe to run again: ``IF NOT EXISTS``) runs once, in one transaction with the version
+    bump. Returns the version reached. Processes migrating at once (workers starting on a fresh
+    database): a loser's transaction fails (the same version inserted twice, or SQLite's
+    write lock taken after it read) and it starts again, reading the version the winner left.
+    """
+    return _with_retries(lambda conn: _migrate(conn, component, steps), db.engine)
+
+
+def _migrate(conn: sa.Connection, component: str, steps: Sequence[Sequence[Statement]]) -> int:
+    row = conn.execute(
+        sa.select(_MIGRATIONS.c.version).where(_MIGRATIONS.c.component == component)
+    ).first()
+    version = row[0] if row else 0
+    if version > len(steps):
+        raise ConfigError(
+            f"the database holds {component} schema version {version}; this Genesis knows "
+            f"only {len(steps)}: upgrade Genesis"
+        )
+    for number, step in enumerate(steps[version:], start=version + 1):
+        for statement in step:
+            conn.execute(sa.text(statement) if isinstance(statement, str) else statement)
+        logger.info("migrated %s to schema version %d", component, number)
+    if len(steps) > version:
+        if row:
+            conn.execute(
+                _MIGRATIONS.update()
+                .where(_MIGRATIONS.c.component == component)
+                .values(version=len(steps))
             )
-        for number, step in enumerate(steps[version:], start=version + 1):
-            for statement in step:
-                conn.execute(sa.text(statement) if isinstance(statement, str) else statement)
-            logger.info("migrated %s to schema version %d", component, number)
-        if len(steps) > version:
-            if row:
-                conn.execute(
-                    _MIGRATIONS.update()
-                    .where(_MIGRATIONS.c.component == component)
-                    .values(version=len(steps))
-                )
-            else:
-                conn.execute(_MIGRATIONS.insert().values(component=component, version=len(steps)))
+        else:
+            conn.execute(_MIGRATIONS.insert().values(component=component, version=len(steps)))
     return len(steps)
+
+
+_SCHEMA_TRIES = 5
+
+
+def _with_retries(work: Callable[[sa.Connection], T], engine: Engine) -> T:
+    """``work`` in one transaction, begun again when a concurrent schema change made it fail;
+    the last of ``_SCHEMA_TRIES`` tries raises what it meets."""
+    for attempt in range(1, _SCHEMA_TRIES):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+            logger.debug("schema change raced another process; try %d again", attempt + 1)
+    with engine.begin() as conn:
+        return work(conn)
