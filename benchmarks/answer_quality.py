@@ -40,7 +40,17 @@ import numpy as np  # noqa: E402
 from genesis.app import AskResult, Genesis  # noqa: E402
 from genesis.router._intent import PACKAGED_EXAMPLES
 
-FEATURES = ("dense", "lexical", "sentence", "coverage", "known", "names", "best", "phrases")
+FEATURES = (
+    "dense",
+    "lexical",
+    "sentence",
+    "coverage",
+    "known",
+    "names",
+    "best",
+    "phrases",
+    "answer",
+)
 DATA = Path(__file__).resolve().parent / "data" / "answer_quality"
 # The most answerable tuning questions the threshold may abstain on. The target on the test
 # split is 0.05, and unseen questions are refused more often than the fitted ones: in

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from genesis.knowledge import chunk_text
-from genesis.llm import Citation, GenerationRequest, Message, Quote
+from genesis.llm import RANK_FEATURES, RANKER, Citation, GenerationRequest, Message, Quote
 from genesis.llm._extractive import (
     choose_sentences,
     extractive_answer,
     prose_lines,
     rank_sentences,
+    sentence_features,
     split_sentences,
 )
 
@@ -121,3 +122,32 @@ def test_with_semantic_scores_a_later_chunk_that_answers_beats_the_first_one() -
     assert tied[0].sentence.context == 0  # position only breaks the tie
     ranked = rank_sentences(question, sentences, [0.5, 0.52])
     assert ranked[0].sentence.context == 1  # a better similarity wins from a later chunk
+
+
+def test_a_where_question_prefers_the_sentence_with_the_menu_path() -> None:
+    sentences = split_sentences(
+        ["You can create a tax rate for each invoice line.", "Create a tax rate in Settings → Tax."]
+    )
+    question = "Where do I create a tax rate?"
+    ranked = rank_sentences(question, sentences, [0.5, 0.5])
+    assert ranked[0].sentence.text == "Create a tax rate in Settings → Tax."
+    # The same sentences for a question that asks for no place.
+    ranked = rank_sentences("Can I create a tax rate?", sentences, [0.5, 0.5])
+    assert ranked[0].sentence.text == "You can create a tax rate for each invoice line."
+
+
+def test_a_sentence_from_the_more_relevant_chunk_wins_a_tie() -> None:
+    sentences = split_sentences(["Refunds take ten days.", "Refunds take ten days to arrive."])
+    question = "How long do refunds take?"
+    assert rank_sentences(question, sentences, [0.5, 0.5], [0.2, 0.8])[0].sentence.context == 1
+    assert rank_sentences(question, sentences, [0.5, 0.5], [0.8, 0.2])[0].sentence.context == 0
+
+
+def test_the_ranker_weighs_every_feature_and_scores_in_0_1() -> None:
+    assert len(RANKER.weights) == len(RANK_FEATURES)
+    sentences = split_sentences(["Refunds take ten days.", "Payouts run daily."])
+    rows = sentence_features("How long do refunds take?", sentences, [0.9, 0.1], [1.0, 0.0])
+    assert all(len(row) == len(RANK_FEATURES) for row in rows)
+    scores = [RANKER.score(row) for row in rows]
+    assert all(0.0 < s < 1.0 for s in scores)
+    assert scores[0] > scores[1]

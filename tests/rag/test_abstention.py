@@ -112,6 +112,7 @@ async def test_offline_answer_quotes_the_fact_and_does_not_abstain(demo_home: Pa
         "names",
         "best",
         "phrases",
+        "answer",
         "score",
     }
 

@@ -16,13 +16,19 @@ from genesis._breaker import (
 from genesis._lazy import lazy_exports
 from genesis.llm._blocks import BLOCK_SIZE, block_hashes
 from genesis.llm._extractive import (
+    MATCH,
+    RANK_FEATURES,
+    RANKER,
     ExtractiveBackend,
     RankedSentence,
+    RankWeights,
     Sentence,
     choose_sentences,
     coverage,
     rank_sentences,
+    sentence_features,
     split_sentences,
+    term_weights,
     terms,
 )
 from genesis.llm._factory import BackendKind, build_backend, replica_options
@@ -85,12 +91,18 @@ __all__ = [
     "Usage",
     "block_hashes",
     "build_backend",
+    "MATCH",
+    "RANKER",
+    "RANK_FEATURES",
+    "RankWeights",
     "choose_sentences",
     "coverage",
     "rank_sentences",
+    "sentence_features",
     "reason_code",
     "replica_options",
     "split_sentences",
+    "term_weights",
     "terms",
 ]
 

@@ -10,9 +10,18 @@ and questions are never quoted. Each sentence is scored by
   (lower-cased words, stop words removed, crude suffix stripping so "caching" meets "cache";
   idf over the candidate sentences, so a word every sentence has tells nothing),
 - position: earlier chunks (better retrieval rank) and earlier sentences weigh a little more
-  when there is no semantic score; with one, position only breaks ties,
+  when there is no semantic score,
 - answer type: a question asking for a quantity ("how long", "how many", "what is the
-  maximum") favours sentences that state a number.
+  maximum") favours sentences that state a number; with a semantic score, also a question
+  asking for an endpoint, a place in the dashboard, a prefix, a name, a time or an error code
+  favours sentences that hold one (see `_ANSWER_TYPES`).
+
+With a semantic score, the signals are combined by `RANKER`: a logistic model over
+`RANK_FEATURES` (the ones above, how relevant the sentence's chunk is, and how far the
+sentence falls behind the best similarity and overlap among the candidates), fitted by
+``benchmarks/sentence_ranker.py`` on the tuning split of the labelled questions: a sentence
+is a positive when it holds one of the question's expected facts. Without one, lexical overlap
+and position.
 
 The answer quotes the best sentences, best first, without near-duplicates.
 """
@@ -40,10 +49,8 @@ MIN_SENTENCES = 2
 # Past MIN_SENTENCES, a sentence scoring under this share of the best one is left out.
 _RELATIVE_CUTOFF = 0.65
 _MIN_CHARS, _MAX_CHARS = 15, 600
-# Weights of the signals. With a semantic score, position only breaks ties: on the tuning
-# split a 0.1 position weight put a sentence of a better-ranked chunk before the one that
-# answers (facts_hit 0.909 with it, 0.924 without). Without one, lexical and position.
-SEMANTIC_WEIGHT, LEXICAL_WEIGHT, POSITION_WEIGHT = 0.6, 0.3, 0.1
+# Weights of the signals without a semantic score (lexical overlap and position).
+LEXICAL_WEIGHT, POSITION_WEIGHT = 0.9, 0.1
 # Two sentences with this Jaccard overlap of their terms say the same thing: one is enough.
 _NEAR_DUPLICATE = 0.6
 # Chunk texts whose sentences are kept split (a few MB at most).
@@ -73,8 +80,115 @@ _ASKS_QUANTITY = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d")
-# Added to a sentence that states a number when the question asks for a quantity.
+# Added to a sentence that states a number when the question asks for a quantity (without a
+# semantic score; with one, `RANKER` weighs it).
 NUMBER_BONUS = 0.1
+# What a question asks for, and what a sentence that answers it holds: an endpoint ("which
+# API call"), a place in the dashboard (a menu path with arrows), an ID prefix, a name (a
+# field, an event, an exception: a code span), a time, an error code.
+_ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        re.compile(r"\b(endpoint|api call|which call|what call|request do i|route)\b", re.I),
+        re.compile(r"\b(GET|POST|DELETE|PATCH|PUT)\b|/v\d"),
+    ),
+    (re.compile(r"\bwhere\b", re.I), re.compile("\u2192")),
+    (
+        re.compile(r"\b(prefix|start with|starts with|begin with|look like|format)\b", re.I),
+        re.compile(r"`[^`]*_`|`[a-z]+_[^`]*`"),
+    ),
+    (
+        re.compile(
+            r"\b(called|name of|what's the name|which (field|header|function|exception|event"
+            r"|parameter|status|role|attribute|method|code))\b",
+            re.I,
+        ),
+        re.compile(r"`[^`]+`|\b[A-Z][a-z]+ [A-Z][a-z]+\b"),
+    ),
+    (
+        re.compile(r"\b(how (long|quickly|soon|often)|when|after how|until)\b", re.I),
+        re.compile(
+            r"\b\d+\s*(second|minute|hour|day|week|month|year)s?\b|\b(immediately|instantly"
+            r"|right away|every (day|week|month|quarter|year))\b",
+            re.I,
+        ),
+    ),
+    (
+        re.compile(r"\b(error code|what code|status code|which error|what error)\b", re.I),
+        re.compile(r"`\d{3}|\b\d{3}\b|`[a-z]+_[a-z_]+`"),
+    ),
+)
+# The features `RANKER` weighs, in order (see `sentence_features`).
+RANK_FEATURES = (
+    "semantic",
+    "lexical",
+    "relevance",
+    "number",
+    "code",
+    "path",
+    "first",
+    "length",
+    "asks_endpoint",
+    "asks_where",
+    "asks_prefix",
+    "asks_name",
+    "asks_time",
+    "asks_error_code",
+    "semantic_gap",
+    "lexical_gap",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RankWeights:
+    """A logistic model over `RANK_FEATURES`: a sentence's score is
+    ``1 / (1 + exp(-(bias + weights . features)))``, or the weighted sum itself when
+    ``linear``."""
+
+    weights: tuple[float, ...]
+    bias: float
+    linear: bool = False
+
+    @classmethod
+    def named(cls, bias: float = 0.0, *, linear: bool = False, **weights: float) -> RankWeights:
+        """Weights by feature name (`RANK_FEATURES`); a feature not named weighs 0."""
+        unknown = set(weights) - set(RANK_FEATURES)
+        if unknown:
+            raise ValueError(f"unknown ranking features: {sorted(unknown)}")
+        return cls(tuple(weights.get(f, 0.0) for f in RANK_FEATURES), bias, linear)
+
+    def score(self, features: Sequence[float]) -> float:
+        z = self.bias + sum(w * x for w, x in zip(self.weights, features, strict=True))
+        if self.linear:
+            return z
+        return 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+
+
+# How closely a sentence matches the question's words and meaning: 0.6 similarity, 0.3
+# overlap, 0.1 for a number a quantity question asks for (the ranking before `RANKER`). The
+# evidence's ``coverage`` is measured on the sentences it chooses: on the tuning split,
+# coverage over `RANKER`'s choice told answerable from unanswerable questions less well
+# (abstention 0.43 against 0.50 at the same false abstention).
+MATCH = RankWeights.named(semantic=0.6, lexical=0.3, number=0.1, linear=True)
+# Fitted by ``python benchmarks/sentence_ranker.py --json out.json`` (see its docstring).
+RANKER = RankWeights.named(
+    bias=-0.5669,
+    semantic=1.0218,
+    lexical=3.5544,
+    relevance=2.9026,
+    number=0.5196,
+    code=0.1063,
+    path=-0.5907,
+    first=-1.0219,
+    length=0.0256,
+    asks_endpoint=0.527,
+    asks_where=2.5127,
+    asks_prefix=0.587,
+    asks_name=0.3926,
+    asks_time=2.2208,
+    asks_error_code=0.1361,
+    semantic_gap=5.3105,
+    lexical_gap=3.1119,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,31 +272,86 @@ def split_sentences(contexts: Sequence[str]) -> list[Sentence]:
 
 
 def rank_sentences(
-    query: str, sentences: Sequence[Sentence], semantic: Sequence[float] | None = None
+    query: str,
+    sentences: Sequence[Sentence],
+    semantic: Sequence[float] | None = None,
+    relevance: Sequence[float] | None = None,
+    *,
+    ranker: RankWeights | None = None,
 ) -> list[RankedSentence]:
     """``sentences`` scored for ``query`` (see the module docstring), best first.
 
-    ``semantic`` holds one similarity per sentence (cosine, MiniLM) or is None. A sentence
-    that shares no term with the query and has no semantic score is left out.
+    ``semantic`` holds one similarity per sentence (cosine, MiniLM) or is None; ``relevance``
+    one score per context (the retrieval's dense score of the sentence's chunk) or None. With
+    a semantic score, ``ranker`` (default `RANKER`) combines the features; without one, a
+    sentence that shares no term with the query is left out.
     """
     query_terms = set(terms(query))
     if not sentences or not query_terms:
         return []
     weights = term_weights(query_terms, sentences)
     total = sum(weights.values())
-    wants_number = bool(_ASKS_QUANTITY.search(query))
-    ranked = []
-    for i, s in enumerate(sentences):
-        lexical = sum(weights[t] for t in query_terms & s.terms) / total
-        sem = float(semantic[i]) if semantic is not None else 0.0
-        if lexical <= 0.0 and semantic is None:
-            continue
-        score = _combine(sem, lexical, _position(s), semantic is not None)
-        if wants_number and _NUMBER.search(s.text):
-            score += NUMBER_BONUS
-        ranked.append(RankedSentence(s, score, sem, lexical))
+    lexical = [sum(weights[t] for t in query_terms & s.terms) / total for s in sentences]
+    if semantic is not None:
+        model = ranker or RANKER
+        rows = sentence_features(query, sentences, semantic, lexical, relevance)
+        ranked = [
+            RankedSentence(s, model.score(row), float(semantic[i]), lexical[i])
+            for i, (s, row) in enumerate(zip(sentences, rows, strict=True))
+        ]
+    else:
+        wants_number = bool(_ASKS_QUANTITY.search(query))
+        ranked = []
+        for s, lex in zip(sentences, lexical, strict=True):
+            if lex <= 0.0:
+                continue
+            score = LEXICAL_WEIGHT * lex + POSITION_WEIGHT * _position(s)
+            if wants_number and _NUMBER.search(s.text):
+                score += NUMBER_BONUS
+            ranked.append(RankedSentence(s, score, 0.0, lex))
     ranked.sort(key=lambda r: (-r.score, r.sentence.context, r.sentence.position))
     return ranked
+
+
+def sentence_features(
+    query: str,
+    sentences: Sequence[Sentence],
+    semantic: Sequence[float],
+    lexical: Sequence[float],
+    relevance: Sequence[float] | None = None,
+) -> list[list[float]]:
+    """One row of `RANK_FEATURES` per sentence: its similarity and term overlap with the
+    question, its chunk's relevance (0.0 when not given), whether it states a number a
+    quantity question asks for, holds a code span or a menu path, opens its chunk, its length,
+    whether it holds the answer type the question asks for (one feature per `_ANSWER_TYPES`),
+    and how far its similarity and overlap fall behind the best candidate's."""
+    wants_number = bool(_ASKS_QUANTITY.search(query))
+    asks = [bool(question.search(query)) for question, _ in _ANSWER_TYPES]
+    best_semantic = max(semantic, default=0.0)
+    best_lexical = max(lexical, default=0.0)
+    rows = []
+    for i, s in enumerate(sentences):
+        rel = float(relevance[s.context]) if relevance is not None else 0.0
+        text = s.text
+        rows.append(
+            [
+                float(semantic[i]),
+                lexical[i],
+                rel,
+                float(wants_number and bool(_NUMBER.search(text))),
+                float("`" in text),
+                float("\u2192" in text),
+                1.0 / (1.0 + s.position),
+                min(len(text) / 300.0, 1.0),
+                *(
+                    float(ask and bool(answer.search(text)))
+                    for ask, (_, answer) in zip(asks, _ANSWER_TYPES, strict=True)
+                ),
+                float(semantic[i]) - best_semantic,
+                lexical[i] - best_lexical,
+            ]
+        )
+    return rows
 
 
 def choose_sentences(ranked: Sequence[RankedSentence]) -> list[RankedSentence]:
@@ -231,12 +400,6 @@ def _stem(word: str) -> str:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
     return word
-
-
-def _combine(semantic: float, lexical: float, position: float, has_semantic: bool) -> float:
-    if has_semantic:
-        return SEMANTIC_WEIGHT * semantic + LEXICAL_WEIGHT * lexical
-    return (LEXICAL_WEIGHT + SEMANTIC_WEIGHT) * lexical + POSITION_WEIGHT * position
 
 
 def _position(s: Sentence) -> float:

@@ -6,17 +6,21 @@ the question:
 - ``dense``: the best cosine between the question and a retrieved chunk (MiniLM),
 - ``lexical``: the idf-weighted share of the question's terms found in the two best chunks,
 - ``sentence``: the best cosine between the question and one sentence of those chunks,
-- ``coverage``: the idf-weighted share of the question's terms in the sentences chosen to
-  answer it (a term no candidate sentence has weighs the most),
+- ``coverage``: the idf-weighted share of the question's terms in the sentences that match
+  it best (`genesis.llm.MATCH`: similarity and overlap; a term no candidate sentence has
+  weighs the most),
 - ``known``: the idf-weighted share of the question's terms that occur anywhere in the
   knowledge base (a question about "QuickBooks" or "Bitcoin" names something no article
   mentions; the product's name, in every article, weighs little),
 - ``best``: the idf-weighted share (idf over the whole knowledge base) of the question's
-  terms that the single best sentence holds: a question about "pausing a subscription"
+  terms that the single best-matching sentence holds: a question about "pausing a subscription"
   lands on the billing article, whose best sentence has "subscription" but not "pause",
 - ``names``: 1.0 when the knowledge base mentions every name in the question (capitalised
   words past the first, such as "Zapier", "iPhone" or "2FA"; also when it names nothing), 0.0
   when it misses one: a question about "Nimbus Ledger and Zapier" asks about Zapier,
+- ``answer``: the sentence ranker's score of the best sentence (`genesis.llm.RANKER`, a
+  logistic model fitted on the labelled questions' fact-holding sentences): how likely it is
+  that the sentence quoted first holds what the question asks for,
 - ``phrases``: the share of the question's two-word phrases (adjacent words, neither a stop
   word, each pair weighed by the idf of its rarer word) that the knowledge base also uses
   side by side; 1.0 for a question without one. A question about a feature the product
@@ -42,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from genesis.llm import (
+    MATCH,
     Quote,
     Sentence,
     choose_sentences,
@@ -70,6 +75,7 @@ class Evidence:
     names: float = 1.0
     best: float = 1.0
     phrases: float = 1.0
+    answer: float = 1.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -81,6 +87,7 @@ class Evidence:
             "names": round(self.names, 4),
             "best": round(self.best, 4),
             "phrases": round(self.phrases, 4),
+            "answer": round(self.answer, 4),
         }
 
 
@@ -91,29 +98,30 @@ class AbstentionPolicy:
     The defaults were chosen by ``benchmarks/answer_quality.py --calibrate`` on
     ``benchmarks/data/answer_quality/tune_questions.jsonl`` (all-MiniLM-L6-v2, the demo
     knowledge base, every collection weighed as in `genesis.rag.TokenCachedRAG.answer`): the
-    weights and threshold that abstain on the most of its 192 unanswerable questions while
-    abstaining on at most 3% of its 445 answerable ones, with the threshold in a gap at least
-    0.02 wide. Its nine splits were written at different times, several by other authors, some
+    weights and threshold that abstain on the most of its 232 unanswerable questions while
+    abstaining on at most 3% of its 535 answerable ones, with the threshold in a gap at least
+    0.02 wide. Its ten splits were written at different times, several by other authors, some
     formal, some informal questions in a user's own words ("oops, I revoked the wrong key. can
-    I bring it back?"). With the 8th split in, the weight moved to ``known`` (how many of the
-    question's terms the knowledge base uses at all), with coverage, the question-to-sentence
-    cosine, the dense score and names beside it. Held out, by random folds: false abstention
-    0.040, abstention 0.521; by leaving each written split out in turn (the closer estimate
-    for a new author): 0.036 and 0.531, from 0.32 to 0.83 abstention depending on the split — a
-    knowledge base that refuses questions it cannot answer about half the time at this
-    false-abstention rate; the benchmark's misses show which. Another knowledge base deserves
-    its own calibration (``answers.abstain_threshold``).
+    I bring it back?"). With the 9th split in, the weight is on ``known`` (how many of the
+    question's terms the knowledge base uses at all) and ``names``, with the lexical overlap
+    and ``best`` beside them; the sentence ranker's own score (``answer``) got no weight.
+    Held out by leaving each written split out in turn (the closer estimate for a new
+    author): false abstention 0.036, abstention 0.444, from 0.29 to 0.67 abstention depending
+    on the split — a knowledge base that refuses fewer than half of the questions it cannot
+    answer at this false-abstention rate; the benchmark's misses show which. Another
+    knowledge base deserves its own calibration (``answers.abstain_threshold``).
     """
 
-    dense: float = 0.1
-    lexical: float = 0.0
-    sentence: float = 0.1
-    coverage: float = 0.2
-    known: float = 0.5
-    names: float = 0.1
-    best: float = 0.0
+    dense: float = 0.0
+    lexical: float = 0.1
+    sentence: float = 0.0
+    coverage: float = 0.0
+    known: float = 0.6
+    names: float = 0.2
+    best: float = 0.1
     phrases: float = 0.0
-    threshold: float = 0.5066
+    answer: float = 0.0
+    threshold: float = 0.4668
     enabled: bool = True
 
     def score(self, ev: Evidence) -> float:
@@ -126,6 +134,7 @@ class AbstentionPolicy:
             + self.names * ev.names
             + self.best * ev.best
             + self.phrases * ev.phrases
+            + self.answer * ev.answer
         )
 
     def abstains(self, ev: Evidence) -> bool:
@@ -190,21 +199,25 @@ class EvidenceScorer:
         query_vector: _F32 | None,
         dense_scores: Sequence[float],
         contexts: Sequence[str],
+        relevance: Sequence[float] | None = None,
     ) -> Assessment:
-        """Evidence and quotes for ``query`` over ``contexts`` (prompt order); blocking."""
+        """Evidence and quotes for ``query`` over ``contexts`` (prompt order); blocking.
+        ``relevance``: each context's retrieval score (its dense cosine), for the ranking."""
         qvec = query_vector if query_vector is not None else self._embed_query(query)
         sentences = split_sentences(contexts)
         sims = self._similarities(qvec, sentences)
-        chosen = choose_sentences(rank_sentences(query, sentences, sims))
+        chosen = choose_sentences(rank_sentences(query, sentences, sims, relevance))
+        matched = choose_sentences(rank_sentences(query, sentences, sims, ranker=MATCH))
         evidence = Evidence(
             dense=max(dense_scores, default=0.0),
             lexical=_lexical(query, contexts[:2]),
             sentence=float(max(sims, default=0.0)),
-            coverage=coverage(query, [r.sentence for r in chosen], sentences),
+            coverage=coverage(query, [r.sentence for r in matched], sentences),
             known=self._known(query),
             names=self._names(query),
-            best=self._kb_coverage(query, [r.sentence.terms for r in chosen[:1]]),
+            best=self._kb_coverage(query, [r.sentence.terms for r in matched[:1]]),
             phrases=self._phrases(query),
+            answer=chosen[0].score if chosen else 0.0,
         )
         quotes = [Quote(r.sentence.context, r.sentence.text, round(r.score, 4)) for r in chosen]
         score = self.policy.score(evidence)

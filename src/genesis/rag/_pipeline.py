@@ -323,8 +323,12 @@ class TokenCachedRAG:
         if self._evidence is None:
             return None
         dense = [hit.scores.get("dense", 0.0) for hit in hits]
+        by_id = {hit.chunk.id: score for hit, score in zip(hits, dense, strict=True)}
+        relevance = [by_id.get(c.chunk_id, 0.0) for c in request.contexts]
         with timer.stage("evidence"):
-            return await run_cpu(self._evidence.assess, query, vector, dense, request.context_texts)
+            return await run_cpu(
+                self._evidence.assess, query, vector, dense, request.context_texts, relevance
+            )
 
     def _abstained(
         self,
