@@ -4,16 +4,19 @@
 
 The router's labelled examples (``src/genesis/router/examples.jsonl``, the tuning split of
 ``benchmarks/data/answer_quality``) were written in rounds; each later round was a fresh
-test split once. For each of the last two rounds (the 7th and 8th splits), this trains on
-the examples written before it (plus ``tests/router/labelled_tasks.jsonl``) and routes the
-round's tasks with, side by side in one process on the demo knowledge base:
+test split once. For each of the last six rounds (the 7th to 12th routing splits), this
+trains on the examples written before it (plus ``tests/router/labelled_tasks.jsonl``) and
+routes the round's tasks with, side by side in one process on the demo knowledge base:
 
 - ``card_router``: the router without examples (card similarity, rules, evidence);
-- ``intent_router``: the same router with the intent classifier trained on those examples;
-- ``classifier_alone``: the classifier's top agent, no rules, no evidence, no off-topic check;
+- ``intent_router``: the same router with the intent classifier trained on those examples
+  (as it ships: the MiniLM vector and the bag of terms, `intent_features`);
+- ``intent_router_no_words``: the same, the classifier reading the MiniLM vector only;
+- ``classifier_alone`` and ``classifier_alone_no_words``: the classifier's top agent, no
+  rules, no evidence, no off-topic check;
 - ``knn_5``: a similarity-weighted vote of the 5 nearest examples (MiniLM cosine).
 
-Writes ``{"7th": {system: accuracy, "train", "n"}, "8th": {...}}``.
+Writes ``{"7th": {system: accuracy, "train", "n"}, ..., "mean": {system: accuracy}}``.
 """
 
 from __future__ import annotations
@@ -28,14 +31,26 @@ from typing import Any
 import numpy as np
 
 from genesis.app import Genesis
-from genesis.router import HALORouter, cards_from_profiles
-from genesis.router._intent import PACKAGED_EXAMPLES, IntentClassifier
+from genesis.router import HALORouter, _intent, cards_from_profiles
+from genesis.router._intent import (
+    PACKAGED_EXAMPLES,
+    IntentClassifier,
+    bag_of_terms,
+    intent_features,
+)
 from genesis.router._request import request_text
 
 REPO = Path(__file__).resolve().parents[1]
 LABELLED = REPO / "tests" / "router" / "labelled_tasks.jsonl"
 # (name, first line, end line) of the rounds scored, in examples.jsonl (data README history).
-ROUNDS = [("7th", 395, 515), ("8th", 515, 635)]
+ROUNDS = [
+    ("7th", 395, 515),
+    ("8th", 515, 635),
+    ("9th", 635, 755),
+    ("10th", 755, 875),
+    ("11th", 875, 995),
+    ("12th", 995, 1115),
+]
 
 
 def load(path: Path) -> list[tuple[str, str]]:
@@ -75,14 +90,26 @@ async def run(home: Path) -> dict[str, Any]:
             unit: np.ndarray = raw / np.linalg.norm(raw, axis=1, keepdims=True)
             return unit
 
-        for name, start, end in ROUNDS:
-            train, held = examples[:start] + labelled, examples[start:end]
-            x_train, x_held = vectors(train), vectors(held)
+        def features(rows: list[tuple[str, str]], unit: np.ndarray) -> np.ndarray:
+            bags = [bag_of_terms(t, request_text(t)) for t, _ in rows]
+            return np.stack([intent_features(v, b) for v, b in zip(unit, bags, strict=True)])
+
+        def alone(
+            train: list[tuple[str, str]],
+            held: list[tuple[str, str]],
+            x_train: np.ndarray,
+            x_held: np.ndarray,
+        ) -> float:
             fitted = IntentClassifier.fit(names, x_train.astype(np.float32), [a for _, a in train])
-            alone = sum(
+            right = sum(
                 max(p := fitted.probabilities(v.astype(np.float32)), key=p.__getitem__) == a
                 for v, (_, a) in zip(x_held, held, strict=True)
             )
+            return round(right / len(held), 4)
+
+        for name, start, end in ROUNDS:
+            train, held = examples[:start] + labelled, examples[start:end]
+            x_train, x_held = vectors(train), vectors(held)
             knn = 0
             for row, (_, agent) in zip(x_held @ x_train.T, held, strict=True):
                 votes: dict[str, float] = {}
@@ -94,10 +121,23 @@ async def run(home: Path) -> dict[str, Any]:
                 "train": len(train),
                 "card_router": await score(g, router([]), held),
                 "intent_router": await score(g, router(train), held),
-                "classifier_alone": round(alone / len(held), 4),
+                "classifier_alone": alone(
+                    train, held, features(train, x_train), features(held, x_held)
+                ),
+                "classifier_alone_no_words": alone(train, held, x_train, x_held),
                 "knn_5": round(knn / len(held), 4),
             }
+            weight, _intent.BAG_WEIGHT = _intent.BAG_WEIGHT, 0.0  # the bag weighs nothing
+            try:
+                out[name]["intent_router_no_words"] = await score(g, router(train), held)
+            finally:
+                _intent.BAG_WEIGHT = weight
             print(name, out[name], flush=True)
+        systems = [k for k in out[ROUNDS[0][0]] if k not in ("n", "train")]
+        out["mean"] = {
+            k: round(sum(out[r][k] for r, _, _ in ROUNDS) / len(ROUNDS), 4) for k in systems
+        }
+        print("mean", out["mean"], flush=True)
     return out
 
 

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from router_helpers import bag_of_words
 
 from genesis.errors import ConfigError
-from genesis.router import AgentCard, CardEmbeddingCache, HALORouter
-from genesis.router._intent import PACKAGED_EXAMPLES, IntentClassifier, load_examples
+from genesis.router import (
+    EVIDENCE_MARGIN,
+    INTENT_EVIDENCE_MARGIN,
+    AgentCard,
+    CardEmbeddingCache,
+    HALORouter,
+)
+from genesis.router._intent import (
+    BAG_DIM,
+    PACKAGED_EXAMPLES,
+    IntentClassifier,
+    bag_of_terms,
+    intent_features,
+    load_examples,
+)
 
 # The cards describe topics; the examples teach the intents: asking for tests of an invoice
 # feature is qa's work, though every word of it is billing's topic.
@@ -90,3 +105,54 @@ def test_the_packaged_examples_cover_every_default_agent() -> None:
     examples = load_examples(PACKAGED_EXAMPLES, agents)
     assert {agent for _, agent in examples} == set(agents)
     assert len(examples) >= 600
+
+
+def test_the_bag_of_terms_is_a_stable_unit_vector_that_marks_pasted_code() -> None:
+    request = "Please review this handler for bugs"
+    bag = bag_of_terms(request, request)
+    assert bag.shape == (BAG_DIM,) and abs(float(np.linalg.norm(bag)) - 1.0) < 1e-6
+    assert np.array_equal(bag, bag_of_terms(request, request))  # CRC-32: no per-run salt
+    with_code = bag_of_terms(request + "\ndef f(x): return x", request)
+    assert not np.array_equal(with_code, bag)  # the pasted-code entry
+    assert np.count_nonzero(with_code) == np.count_nonzero(bag) + 1
+    assert not bag_of_terms("the and of", "the and of").any()  # stop words only: nothing
+
+
+def test_the_words_route_when_the_embedding_cannot_tell_intents_apart() -> None:
+    def same_vector(text: str) -> np.ndarray:  # every text alike: only the words differ
+        return np.ones(8, dtype=np.float32)
+
+    router = HALORouter(
+        CARDS, embed=same_vector, threshold=0.2, default_agent="billing", examples=EXAMPLES
+    )
+    assert router.route("write tests for a refund").agent == "qa"
+    assert router.route("my refund shows the wrong total").agent == "billing"
+    features = intent_features(np.ones(8, dtype=np.float32), bag_of_terms("a b", "a b"))
+    assert features.shape == (8 + BAG_DIM,)
+
+
+def test_with_an_intent_classifier_evidence_decides_only_a_close_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[list[str]] = []
+
+    def evidence(task: str, vector: np.ndarray, agents: Sequence[str]) -> dict[str, float]:
+        asked.append(sorted(agents))
+        return {"billing": 0.2, "qa": 0.6}  # qa's collection matches far better
+
+    told: dict[str, float] = {}
+    monkeypatch.setattr(IntentClassifier, "probabilities", lambda self, features: dict(told))
+    router = HALORouter(
+        CARDS, embed=bag_of_words, threshold=0.2, default_agent="billing",
+        examples=EXAMPLES, evidence=evidence,
+    )  # fmt: skip
+    # Within INTENT_EVIDENCE_MARGIN: the collections decide.
+    told.update(billing=0.505, qa=0.495)
+    decision = router.route("invoice refund payment")
+    assert (decision.agent, asked) == ("qa", [["billing", "qa"]])
+    assert "close call" in decision.reason
+    # 0.1 apart: a close call on the cards' scale (EVIDENCE_MARGIN), not on the classifier's.
+    asked.clear()
+    told.update(billing=0.55, qa=0.45)
+    assert INTENT_EVIDENCE_MARGIN < 0.1 < EVIDENCE_MARGIN
+    assert (router.route("invoice refund payment").agent, asked) == ("billing", [])

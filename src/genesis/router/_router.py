@@ -14,7 +14,7 @@ from genesis._executor import run_cpu
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
-from genesis.router._intent import IntentClassifier
+from genesis.router._intent import BAG_DIM, IntentClassifier, bag_of_terms, intent_features
 from genesis.router._request import request_text
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
@@ -48,6 +48,12 @@ KEYWORD_BONUS = 0.15
 # (a VAT problem sent to the API reference).
 EVIDENCE_MARGIN = 0.2
 EVIDENCE_WEIGHT = 0.75
+# The same rule on the intent classifier's probabilities (a router with examples). With the
+# margin and weight above, it overrode the classifier more often than it corrected it: on the
+# six routing rounds of benchmarks/router_intent.py (each scored by a router trained on the
+# rounds written before it) 0.907 against 0.918 with these, as with no close-call evidence.
+INTENT_EVIDENCE_MARGIN = 0.02
+INTENT_EVIDENCE_WEIGHT = 0.25
 # A task below the similarity threshold is off-topic only if no collection matches it either:
 # off-topic tasks ("weather in Paris", "a haiku about autumn") matched no chunk above 0.25,
 # terse in-domain ones ("base URL for the US region") 0.35-0.55. All four values were chosen on
@@ -95,7 +101,9 @@ class HALORouter:
     name a topic: with an embedder, an agent's matched keywords add ``KEYWORD_BONUS`` (once)
     to its similarity instead of deciding alone. For the agents within ``EVIDENCE_MARGIN`` of
     the best score, ``evidence`` (when given) reports how well each agent's collection matches
-    the task, and that is added to their scores (times ``EVIDENCE_WEIGHT``). A task below
+    the task, and that is added to their scores (times ``EVIDENCE_WEIGHT``); with an intent
+    classifier (``examples``), ``INTENT_EVIDENCE_MARGIN`` and ``INTENT_EVIDENCE_WEIGHT`` on its
+    probabilities. A task below
     ``threshold`` goes to ``default_agent`` only when no collection asked matches it by
     ``OFF_TOPIC_EVIDENCE``.
     """
@@ -180,9 +188,11 @@ class HALORouter:
         holds them), or None with examples of fewer than two agents."""
         if len({agent for _, agent in self._examples}) < 2:
             return None
-        texts = [request_text(task) for task, _ in self._examples]
+        tasks = [task for task, _ in self._examples]
+        texts = [request_text(task) for task in tasks]
         labels = [agent for _, agent in self._examples]
-        key = ["intent-weights", *self._names, *labels, *texts]
+        # The bag's width is in the key: weights of other features are never read back.
+        key = [f"intent-weights-bag{BAG_DIM}", *self._names, *labels, *tasks]
         cache = self._card_cache
         stored = cache.load(key, check_rows=False) if cache is not None else None
         if stored is not None and stored.shape[1] == len(self._names):
@@ -192,7 +202,9 @@ class HALORouter:
             vectors = self._embed_cards(texts)
             if cache is not None:
                 cache.save(texts, vectors)
-        intent = IntentClassifier.fit(self._names, vectors, labels)
+        bags = [bag_of_terms(task, text) for task, text in zip(tasks, texts, strict=True)]
+        features = np.stack([intent_features(v, b) for v, b in zip(vectors, bags, strict=True)])
+        intent = IntentClassifier.fit(self._names, features, labels)
         if cache is not None:
             cache.save(key, intent.weights)
         logger.info("router: intent classifier trained on %d examples", len(texts))
@@ -214,12 +226,12 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        request, hits = self._read(task)
+        request, hits, bag = self._read(task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
         vector = self._embed_text(request)
-        sims = self._scores(vector)
+        sims = self._scores(vector, bag)
         close = self._evidence_agents(hits, sims)
         evidence = self._evidence(request, vector, close) if close and self._evidence else {}
         return self._decide(hits, sims, evidence)
@@ -233,25 +245,26 @@ class HALORouter:
         if explicit is not None:
             return explicit
         if len(task) <= INLINE_READ_CHARS:
-            request, hits = self._read(task)
+            request, hits, bag = self._read(task)
         else:
-            request, hits = await run_cpu(self._read, task)
+            request, hits, bag = await run_cpu(self._read, task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         if not self.warmed_up:
             await asyncio.to_thread(self.warm_up)
         vector = await self._embed_task_async(request)
-        sims = self._scores(vector)
+        sims = self._scores(vector, bag)
         close = self._evidence_agents(hits, sims)
         evidence: Mapping[str, float] = {}
         if close and self._evidence is not None:
             evidence = await run_cpu(self._evidence, request, vector, close)
         return self._decide(hits, sims, evidence)
 
-    def _read(self, task: str) -> tuple[str, list[RuleHit]]:
-        """The text to embed (pasted code left out) and the rules ``task`` matches."""
+    def _read(self, task: str) -> tuple[str, list[RuleHit], _F32]:
+        """The text to embed (pasted code left out), the rules ``task`` matches and its bag
+        of terms for the intent classifier."""
         request = request_text(task)
-        return request, self._rules.match(task, request)
+        return request, self._rules.match(task, request), bag_of_terms(task, request)
 
     def similarities(self, task: str) -> dict[str, float]:
         """Similarity of ``task`` to each agent: mean of best-text and centroid cosine.
@@ -273,12 +286,13 @@ class HALORouter:
             for i, (name, s) in enumerate(zip(self._names, self._card_slices, strict=True))
         }
 
-    def _scores(self, query: _F32) -> Scores:
+    def _scores(self, query: _F32, bag: _F32) -> Scores:
         """The agents' scores for a request: the intent classifier's probabilities when there
         is one, else the card similarity; ``cosine`` is the best card similarity either way
         (what the threshold for off-topic requests is measured against)."""
         cards = self._card_scores(query)
-        scores = self._intent.probabilities(query) if self._intent is not None else cards
+        intent = self._intent
+        scores = intent.probabilities(intent_features(query, bag)) if intent is not None else cards
         return Scores(scores, cosine=max(cards.values()))
 
     async def _embed_task_async(self, task: str) -> _F32:
@@ -321,7 +335,7 @@ class HALORouter:
                 return self._by_rules(intents or hits, sims)
             return self._by_similarity(sims)
         scores = _with_keywords(sims, hits)
-        best = _best_with_evidence(scores, evidence or {})
+        best = _best_with_evidence(scores, evidence or {}, self._evidence_rule()[1])
         if hits and best == self._rule_winner(hits, scores):
             return self._by_rules(hits, scores)
         if self._below_threshold(hits, sims):
@@ -342,13 +356,20 @@ class HALORouter:
         return [max(sims, key=lambda name: sims[name])]
 
     def _close_call(self, hits: list[RuleHit], sims: dict[str, float]) -> list[str]:
-        """The agents scoring within EVIDENCE_MARGIN of the best, when there are several."""
+        """The agents scoring within the evidence margin of the best, when there are several."""
         if any(h.patterns for h in hits):
             return []
         scores = _with_keywords(sims, hits)
         best = max(scores.values())
-        close = [name for name, score in scores.items() if best - score < EVIDENCE_MARGIN]
+        margin = self._evidence_rule()[0]
+        close = [name for name, score in scores.items() if best - score < margin]
         return close if len(close) > 1 else []
+
+    def _evidence_rule(self) -> tuple[float, float]:
+        """The close-call margin and the evidence's weight, on the scale of the scores."""
+        if self._intent is not None:
+            return INTENT_EVIDENCE_MARGIN, INTENT_EVIDENCE_WEIGHT
+        return EVIDENCE_MARGIN, EVIDENCE_WEIGHT
 
     def _rule_winner(self, hits: list[RuleHit], scores: dict[str, float]) -> str:
         top = max(h.strength for h in hits)
@@ -465,13 +486,16 @@ def _with_keywords(sims: dict[str, float], hits: list[RuleHit]) -> dict[str, flo
     return {name: sim + bonus.get(name, 0.0) for name, sim in sims.items()}
 
 
-def _best_with_evidence(scores: dict[str, float], evidence: Mapping[str, float]) -> str:
-    """The best agent; in a close call, retrieval evidence (when measured) counts too."""
+def _best_with_evidence(
+    scores: dict[str, float], evidence: Mapping[str, float], weight: float
+) -> str:
+    """The best agent; in a close call, retrieval evidence (when measured) counts too, at
+    ``weight``."""
     first = max(scores, key=lambda name: scores[name])
     close = [name for name in evidence if name in scores]
     if len(close) < 2:
         return first
-    return max(close, key=lambda name: scores[name] + EVIDENCE_WEIGHT * evidence[name])
+    return max(close, key=lambda name: scores[name] + weight * evidence[name])
 
 
 def _unit(vec: _F32) -> _F32:
