@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -38,19 +39,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from genesis.app import AskResult, Genesis  # noqa: E402
+from genesis.rag import Evidence  # noqa: E402
 from genesis.router._intent import PACKAGED_EXAMPLES
 
-FEATURES = (
-    "dense",
-    "lexical",
-    "sentence",
-    "coverage",
-    "known",
-    "names",
-    "best",
-    "phrases",
-    "answer",
-)
+# Every evidence feature the policy can weigh (`genesis.rag.Evidence`'s fields).
+FEATURES = tuple(f.name for f in dataclasses.fields(Evidence))
 DATA = Path(__file__).resolve().parent / "data" / "answer_quality"
 # The most answerable tuning questions the threshold may abstain on. The target on the test
 # split is 0.05, and unseen questions are refused more often than the fitted ones: in
