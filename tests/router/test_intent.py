@@ -72,7 +72,7 @@ def test_the_trained_weights_are_cached_and_reused(
     first = _router(EXAMPLES, cache)
     first.warm_up()
 
-    def no_training(*args: object) -> IntentClassifier:
+    def no_training(*args: object, **kwargs: object) -> IntentClassifier:
         raise AssertionError("trained again")
 
     monkeypatch.setattr(IntentClassifier, "fit", no_training)
@@ -156,3 +156,17 @@ def test_with_an_intent_classifier_evidence_decides_only_a_close_call(
     told.update(billing=0.55, qa=0.45)
     assert INTENT_EVIDENCE_MARGIN < 0.1 < EVIDENCE_MARGIN
     assert (router.route("invoice refund payment").agent, asked) == ("billing", [])
+
+
+def test_the_bag_columns_multiplied_as_sparse_entries_give_the_dense_weights() -> None:
+    rng = np.random.default_rng(7)
+    dense = rng.standard_normal((60, 5)).astype(np.float32)
+    bags = np.zeros((60, 40), dtype=np.float32)
+    for row in bags:
+        row[rng.choice(40, 3, replace=False)] = 0.5
+    rows = np.hstack([dense, bags])
+    labels = [("a", "b", "c")[i % 3] for i in range(60)]
+    plain = IntentClassifier.fit(["a", "b", "c"], rows, labels)
+    sparse = IntentClassifier.fit(["a", "b", "c"], rows, labels, dense_dims=5)
+    assert np.allclose(plain.weights, sparse.weights, atol=1e-6)
+    assert np.abs(plain.weights[5:-1]).max() > 0.01  # the bag columns were learned

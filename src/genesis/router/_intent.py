@@ -118,24 +118,38 @@ class IntentClassifier:
         return np.vstack([self._w, self._b[None, :]]).astype(np.float32)
 
     @classmethod
-    def fit(cls, names: Sequence[str], vectors: _F32, labels: Sequence[str]) -> IntentClassifier:
+    def fit(
+        cls,
+        names: Sequence[str],
+        vectors: _F32,
+        labels: Sequence[str],
+        *,
+        dense_dims: int | None = None,
+    ) -> IntentClassifier:
         """Train on ``vectors`` (one row of `intent_features` per request) labelled with agent
-        names."""
+        names. Columns past ``dense_dims`` (the bag of terms: a few dozen nonzeros in 2,048)
+        are multiplied as sparse entries: the same weights as a dense product, in a third of
+        the time (the 1,115 packaged examples: 11 s against 3.5 s on one core here)."""
         index = {name: i for i, name in enumerate(names)}
         y = np.array([index[label] for label in labels])
         n, dim = vectors.shape
         k = len(names)
+        d = dim if dense_dims is None else dense_dims
         targets = np.eye(k, dtype=np.float64)[y]
-        x = vectors.astype(np.float64)
+        x = vectors[:, :d].astype(np.float64)
+        rows, cols = np.nonzero(vectors[:, d:])
+        vals = vectors[:, d:][rows, cols].astype(np.float64)
+        sparse = _SparseColumns(rows, cols, vals, n, dim - d, k)
         w = np.zeros((dim, k))
         b = np.zeros(k)
         for _ in range(STEPS):
-            z = x @ w + b
+            z = x @ w[:d] + sparse.times(w[d:]) + b
             z -= z.max(axis=1, keepdims=True)
             p = np.exp(z)
             p /= p.sum(axis=1, keepdims=True)
             grad = (p - targets) / n
-            w -= RATE * (x.T @ grad + L2 * w)
+            step = np.vstack([x.T @ grad, sparse.transposed_times(grad)])
+            w -= RATE * (step + L2 * w)
             b -= RATE * grad.sum(axis=0)
         return cls(names, np.vstack([w, b[None, :]]).astype(np.float32))
 
@@ -145,3 +159,27 @@ class IntentClassifier:
         p = np.exp(z)
         p /= p.sum()
         return {name: float(p[i]) for i, name in enumerate(self.names)}
+
+
+class _SparseColumns:
+    """An ``(n, m)`` matrix given by its nonzero entries, for products with ``k`` dense
+    columns (the flat indices of each product's sums are worked out once)."""
+
+    def __init__(self, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp],
+                 vals: npt.NDArray[np.float64], n: int, m: int, k: int) -> None:  # fmt: skip
+        self._rows, self._cols, self._vals = rows, cols, vals[:, None]
+        self._n, self._m, self._k = n, m, k
+        self._into_rows = (rows[:, None] * k + np.arange(k)).ravel()
+        self._into_cols = (cols[:, None] * k + np.arange(k)).ravel()
+
+    def times(self, w: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``matrix @ w`` for ``w`` of shape ``(m, k)``."""
+        parts = (self._vals * w[self._cols]).ravel()
+        sums = np.bincount(self._into_rows, parts, self._n * self._k)
+        return sums.astype(np.float64, copy=False).reshape(self._n, self._k)
+
+    def transposed_times(self, g: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``matrix.T @ g`` for ``g`` of shape ``(n, k)``."""
+        parts = (self._vals * g[self._rows]).ravel()
+        sums = np.bincount(self._into_cols, parts, self._m * self._k)
+        return sums.astype(np.float64, copy=False).reshape(self._m, self._k)

@@ -204,7 +204,7 @@ class HALORouter:
                 cache.save(texts, vectors)
         bags = [bag_of_terms(task, text) for task, text in zip(tasks, texts, strict=True)]
         features = np.stack([intent_features(v, b) for v, b in zip(vectors, bags, strict=True)])
-        intent = IntentClassifier.fit(self._names, features, labels)
+        intent = IntentClassifier.fit(self._names, features, labels, dense_dims=vectors.shape[1])
         if cache is not None:
             cache.save(key, intent.weights)
         logger.info("router: intent classifier trained on %d examples", len(texts))
