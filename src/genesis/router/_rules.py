@@ -13,6 +13,7 @@ from genesis.router._types import AgentCard
 # so a matching pattern counts as much as two keywords.
 PATTERN_WEIGHT = 2.0
 KEYWORD_WEIGHT = 1.0
+_PATTERN_FLAGS = re.IGNORECASE | re.MULTILINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +107,9 @@ class _CardRules:
     patterns: _RuleSet
 
 
-# A back-reference by number or name would point elsewhere once patterns are joined.
-_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+# A reference to a group, by number or name (a back-reference, a conditional), would point
+# elsewhere once patterns are joined.
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
 
 
 def _rule_set(rules: Sequence[tuple[str, re.Pattern[str]]], flags: int) -> _RuleSet:
@@ -137,6 +139,3 @@ def _compile_card(card: AgentCard) -> _CardRules:
     return _CardRules(
         card.name, _RuleSet(tuple(keywords), joined), _rule_set(patterns, _PATTERN_FLAGS)
     )
-
-
-_PATTERN_FLAGS = re.IGNORECASE | re.MULTILINE
