@@ -53,11 +53,10 @@ from genesis.llm import (  # noqa: E402
     RANK_FEATURES,
     RankWeights,
     choose_sentences,
+    lexical_overlaps,
     rank_sentences,
     sentence_features,
     split_sentences,
-    term_weights,
-    terms,
 )
 
 L2 = 1.0
@@ -115,10 +114,7 @@ async def collect(home: Path) -> list[dict[str, Any]]:
 
 def features(row: dict[str, Any]) -> np.ndarray:
     query, sentences = row["query"], row["sentences"]
-    query_terms = set(terms(query))
-    weights = term_weights(query_terms, sentences)
-    total = sum(weights.values()) or 1.0
-    lexical = [sum(weights[t] for t in query_terms & s.terms) / total for s in sentences]
+    lexical = lexical_overlaps(query, sentences) or [0.0] * len(sentences)
     return np.array(sentence_features(query, sentences, row["semantic"], lexical, row["relevance"]))
 
 

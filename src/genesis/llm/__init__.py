@@ -25,10 +25,10 @@ from genesis.llm._extractive import (
     Sentence,
     choose_sentences,
     coverage,
+    lexical_overlaps,
     rank_sentences,
     sentence_features,
     split_sentences,
-    term_weights,
     terms,
 )
 from genesis.llm._factory import BackendKind, build_backend, replica_options
@@ -97,12 +97,12 @@ __all__ = [
     "RankWeights",
     "choose_sentences",
     "coverage",
+    "lexical_overlaps",
     "rank_sentences",
     "sentence_features",
     "reason_code",
     "replica_options",
     "split_sentences",
-    "term_weights",
     "terms",
 ]
 

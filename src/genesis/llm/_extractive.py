@@ -287,12 +287,9 @@ def rank_sentences(
     a semantic score, ``ranker`` (default `RANKER`) combines the features; without one, a
     sentence that shares no term with the query is left out.
     """
-    query_terms = set(terms(query))
-    if not sentences or not query_terms:
+    lexical = lexical_overlaps(query, sentences)
+    if not lexical:
         return []
-    weights = term_weights(query_terms, sentences)
-    total = sum(weights.values())
-    lexical = [sum(weights[t] for t in query_terms & s.terms) / total for s in sentences]
     if semantic is not None:
         model = ranker or RANKER
         rows = sentence_features(query, sentences, semantic, lexical, relevance)
@@ -312,6 +309,17 @@ def rank_sentences(
             ranked.append(RankedSentence(s, score, 0.0, lex))
     ranked.sort(key=lambda r: (-r.score, r.sentence.context, r.sentence.position))
     return ranked
+
+
+def lexical_overlaps(query: str, sentences: Sequence[Sentence]) -> list[float]:
+    """Each sentence's idf-weighted share of the query's terms (idf over ``sentences``);
+    empty when there are no sentences or the query has no terms."""
+    query_terms = set(terms(query))
+    if not sentences or not query_terms:
+        return []
+    weights = term_weights(query_terms, sentences)
+    total = sum(weights.values())
+    return [sum(weights[t] for t in query_terms & s.terms) / total for s in sentences]
 
 
 def sentence_features(
