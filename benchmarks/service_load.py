@@ -16,6 +16,10 @@ time (``--seconds``):
   embedding is computed, never read from a cache); ``distinct.c32`` goes on past
   ``--seconds`` until ``--distinct-min`` (500) questions were asked, capped by
   ``--max-seconds``;
+- ``routed.c1`` / ``routed.c32``: fresh distinct questions with no agent named, as most users
+  send them: the router reads each one, and every collection's evidence is weighed for the
+  answer (`genesis.rag.TokenCachedRAG.answer`'s alternates), so a request does several
+  searches; ``routed.loop_lag_p99_ms`` is its c32 phase's loop lag, apart from the targets';
 - ``redis_tier``: a second server start with the L1 disabled (``cache.l1_max_bytes=0``), 32
   clients, fresh distinct questions: which share of L1 misses Redis serves.
 
@@ -379,9 +383,10 @@ async def run_phase(
     *,
     min_requests: int = 0,
     max_seconds: float | None = None,
+    agent: str | None = AGENT,
 ) -> Phase:
     """``clients`` loops for ``seconds``, or on until ``min_requests`` have started (but
-    never past ``max_seconds``)."""
+    never past ``max_seconds``); ``agent`` None leaves the choice to the router."""
     phase = Phase()
     cpu_before = cpu_seconds()
     began = time.perf_counter()
@@ -401,7 +406,8 @@ async def run_phase(
                 return
             began = time.perf_counter()
             try:
-                response = await client.post("/v1/ask", json={"question": question, "agent": AGENT})
+                body = {"question": question, **({"agent": agent} if agent else {})}
+                response = await client.post("/v1/ask", json=body)
                 ok = response.status_code == 200
                 detail = f"{response.status_code}: {response.text[:200]}"
             except httpx.HTTPError as exc:
@@ -541,6 +547,20 @@ async def measure(
                         for k, v in delta.items():
                             lag_delta[k] = lag_delta.get(k, 0.0) + v
                     print(kind, clients, phases[kind][f"c{clients}"], file=sys.stderr)
+            # The same distinct questions with no agent named, as most users send them: each
+            # is routed, and every other collection's evidence is weighed for the answer.
+            routed: dict[str, Any] = {}
+            for clients in (1, 32):
+                before = await scrape(client)
+                phase = await run_phase(client, clients, args.seconds, questions, agent=None)
+                delta = diff(await scrape(client), before)
+                routed[f"c{clients}"] = phase.summary()
+                if phase.first_error:
+                    errors[f"routed.c{clients}"] = phase.first_error
+                print("routed", clients, routed[f"c{clients}"], file=sys.stderr)
+            lag_by_phase["routed"] = share_over(lag_buckets(delta))
+            routed["loop_lag_p99_ms"] = p99_from_buckets(lag_buckets(delta))
+            phases["routed"] = routed
             first_run = diff(await scrape(client), start)
         sets.append("cache.l1_max_bytes=0")
         with genesis_serve(home, args.port, args.workers, sets, log) as proc:
@@ -563,7 +583,9 @@ async def measure(
     }
     lag = lag_buckets(lag_delta)
     stalled_s = sum(stalled.values())
-    total_errors = sum(p["errors"] for kind in phases.values() for p in kind.values()) + tier.errors
+    total_errors = tier.errors + sum(
+        p["errors"] for kind in phases.values() for p in kind.values() if isinstance(p, dict)
+    )
     return {
         **phases,
         "redis_tier": {"c32": tier.summary(), "l2_hits": l2, "misses": miss},
@@ -590,6 +612,11 @@ def with_targets(result: dict[str, Any]) -> dict[str, Any]:
     ratio = round(c32 / c1, 2) if c1 else None
     result["ratios"] = {
         "distinct_c32_over_c1_rps": ratio,
+        "routed_c32_over_c1_rps": round(
+            result["routed"]["c32"]["rps"] / result["routed"]["c1"]["rps"], 2
+        )
+        if result["routed"]["c1"]["rps"]
+        else None,
         "repeated_c32_over_c1_rps": round(
             result["repeated"]["c32"]["rps"] / result["repeated"]["c1"]["rps"], 2
         )

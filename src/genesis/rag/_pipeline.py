@@ -27,9 +27,9 @@ RetrievalMode = Literal["hybrid", "dense", "bm25"]
 # name (collection names start with a letter or digit), so clearing a collection keeps them.
 HISTORY_COLLECTION = "_history"
 # An alternate collection answers instead of the routed one only when its evidence score
-# (`genesis.rag.Assessment.choice`) is higher by this much; chosen on the tuning split
-# (benchmarks/data/answer_quality/tune_questions.jsonl).
-ALTERNATE_MARGIN = 0.05
+# (`genesis.rag.Assessment.choice`) is higher by this much (between two alternates, the
+# higher score wins); fitted with the choice weights (benchmarks/collection_choice.py).
+ALTERNATE_MARGIN = 0.0664
 # An alternate collection whose best dense score is this far below the best draft's so far is
 # not weighed further (no token lookup, assembly or sentence-level evidence). On the tuning
 # split no alternate that won was more than 0.15 below; at 0.2, 1,009 of its 1,510 alternate
@@ -216,7 +216,8 @@ class TokenCachedRAG:
             if not may_win(hits, draft.hits):
                 continue  # its search already shows it cannot win: spare the rest
             candidate = await self._weigh(query, other, hits, vector, settings, history, timer)
-            if _better(candidate, draft):
+            margin = ALTERNATE_MARGIN if draft.collection == collection else 0.0
+            if _better(candidate, draft, margin):
                 draft = candidate
         hits, lookup, prompt, request = draft.hits, draft.lookup, draft.prompt, draft.request
         request.stop = list(stop)
@@ -435,11 +436,12 @@ def may_win(hits: Sequence[ScoredChunk], best: Sequence[ScoredChunk]) -> bool:
     return mine >= theirs - ALTERNATE_DENSE_GATE
 
 
-def _better(candidate: _Draft, current: _Draft) -> bool:
-    """Whether ``candidate``'s evidence beats ``current``'s by ALTERNATE_MARGIN."""
+def _better(candidate: _Draft, current: _Draft, margin: float) -> bool:
+    """Whether ``candidate``'s evidence beats ``current``'s by ``margin`` (ALTERNATE_MARGIN
+    over the routed collection's draft, none between two alternates)."""
     if candidate.assessment is None or current.assessment is None:
         return False
-    return candidate.assessment.choice > current.assessment.choice + ALTERNATE_MARGIN
+    return candidate.assessment.choice > current.assessment.choice + margin
 
 
 _MARKER = re.compile(r"\[(\d+)\]")
