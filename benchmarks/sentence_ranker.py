@@ -52,6 +52,7 @@ from genesis.llm import (  # noqa: E402
     MATCH,
     RANK_FEATURES,
     RankWeights,
+    _extractive,
     choose_sentences,
     lexical_overlaps,
     rank_sentences,
@@ -157,9 +158,38 @@ def facts_in_quotes(rows: Sequence[dict[str, Any]], ranker: RankWeights | None) 
     return round(hits / max(len(rows), 1), 4)
 
 
+def held_out_at_cap(
+    rows: Sequence[dict[str, Any]], splits: Sequence[str], cap: int
+) -> dict[str, float]:
+    """``facts_in_quotes`` held out by split, quoting at most ``cap`` sentences."""
+    saved = _extractive.MAX_SENTENCES
+    _extractive.MAX_SENTENCES = cap
+    try:
+        hits, quoted = 0, 0
+        for name in splits:
+            held = [r for r in rows if r["split"] == name]
+            ranker = fit([r for r in rows if r["split"] != name])
+            hits += round(facts_in_quotes(held, ranker) * len(held))
+            for row in held:
+                ranked = rank_sentences(
+                    row["query"], row["sentences"], row["semantic"], row["relevance"], ranker=ranker
+                )
+                quoted += len(choose_sentences(ranked))
+    finally:
+        _extractive.MAX_SENTENCES = saved
+    return {"held_out": round(hits / len(rows), 4), "sentences": round(quoted / len(rows), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument(
+        "--compare-max-sentences",
+        type=int,
+        nargs="*",
+        default=[3, 4, 5],
+        help="also report the held-out share quoting at most this many sentences",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = asyncio.run(collect(Path(tmp)))
@@ -172,6 +202,7 @@ def main() -> None:
         share = facts_in_quotes(held, fit([r for r in rows if r["split"] != name]))
         by_split[name] = share
         held_hits += round(share * len(held))
+    by_cap = {str(cap): held_out_at_cap(rows, splits, cap) for cap in args.compare_max_sentences}
     result = {
         "n": len(rows),
         "weights": dict(zip(RANK_FEATURES, fitted.weights, strict=True)),
@@ -183,6 +214,9 @@ def main() -> None:
             "held_out": round(held_hits / len(rows), 4),
             "held_out_by_split": by_split,
         },
+        # At most N quoted sentences (`genesis.llm.MAX_SENTENCES` in the build): the held-out
+        # share, and the mean number of sentences quoted.
+        "held_out_by_max_sentences": by_cap,
     }
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
