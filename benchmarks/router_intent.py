@@ -4,7 +4,7 @@
 
 The router's labelled examples (``src/genesis/router/examples.jsonl``, the tuning split of
 ``benchmarks/data/answer_quality``) were written in rounds; each later round was a fresh
-test split once. For each of the last six rounds (the 7th to 12th routing splits), this
+test split once. For each of the last eight rounds (the 7th to 14th routing splits), this
 trains on the examples written before it (plus ``tests/router/labelled_tasks.jsonl``) and
 routes the round's tasks with, side by side in one process on the demo knowledge base:
 
@@ -38,7 +38,7 @@ from genesis.router._intent import (
     bag_of_terms,
     intent_features,
 )
-from genesis.router._request import request_text
+from genesis.router._request import read_request, request_text
 
 REPO = Path(__file__).resolve().parents[1]
 LABELLED = REPO / "tests" / "router" / "labelled_tasks.jsonl"
@@ -50,6 +50,8 @@ ROUNDS = [
     ("10th", 755, 875),
     ("11th", 875, 995),
     ("12th", 995, 1115),
+    ("13th", 1115, 1235),
+    ("14th", 1235, 1355),
 ]
 
 
@@ -91,7 +93,7 @@ async def run(home: Path) -> dict[str, Any]:
             return unit
 
         def features(rows: list[tuple[str, str]], unit: np.ndarray) -> np.ndarray:
-            bags = [bag_of_terms(t, request_text(t)) for t, _ in rows]
+            bags = [bag_of_terms(t, *read_request(t)) for t, _ in rows]
             return np.stack([intent_features(v, b) for v, b in zip(unit, bags, strict=True)])
 
         def alone(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genesis.router._request import is_code, request_text
+from genesis.router._request import is_code, read_request, request_text
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,19 @@ def test_pasted_code_is_left_out_of_the_request_text(task: str, kept: str) -> No
 )
 def test_the_task_itself_when_no_request_is_left_to_route_on(task: str) -> None:
     assert request_text(task) == task
+
+
+@pytest.mark.parametrize(
+    ("task", "code"),
+    [
+        ("How do I get a refund for my last payment?", False),
+        ("Anything off here?\n\nexpected = sign(body, secret)", True),
+        ("Review:\ndef add(a, b):\n    return a + b", True),  # the whole task, still code
+        ("def fib(n):\n    return n", True),
+    ],
+)
+def test_read_request_says_whether_code_was_pasted(task: str, code: bool) -> None:
+    assert read_request(task) == (request_text(task), code)
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,18 @@ def test_a_task_below_the_threshold_goes_where_a_collection_matches_it() -> None
     assert unmatched.asked  # the off-topic verdict was checked against the collections
 
 
+def test_a_task_with_pasted_code_is_never_off_topic() -> None:
+    # Terse prose above code ("Anything off here?") matches no card; the code says the
+    # request is for an agent, so the best score decides rather than the default agent.
+    cards = [*CARDS, AgentCard("review", "review code bugs snippet function")]
+    prose = "anything off here"
+    task = f"{prose}?\n\nresult = bake(oven_temp) + soup"
+    assert max(router(cards=cards).similarities(task).values()) < 0.3
+    decision = router(cards=cards).route(task)
+    assert decision.method == "similarity" and decision.agent != "billing", decision
+    assert router(cards=cards).route(prose).method == "default"  # the same prose alone
+
+
 async def test_route_async_asks_for_evidence_off_the_loop_only_on_close_calls() -> None:
     evidence = Evidence({"billing": 0.1, "cooking": 0.9, "weather": 0.0})
     r = router(evidence)

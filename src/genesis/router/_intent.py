@@ -54,13 +54,14 @@ BAG_WEIGHT = 1.0
 _CODE_TOKEN = "\x00code"
 
 
-def bag_of_terms(task: str, request: str) -> _F32:
+def bag_of_terms(task: str, request: str, code: bool | None = None) -> _F32:
     """A unit vector of ``request``'s terms and adjacent term pairs, hashed into BAG_DIM
-    buckets (CRC-32: the same on every run), with one more entry when ``request`` is ``task``
-    with pasted code left out (`genesis.router._request.request_text`)."""
+    buckets (CRC-32: the same on every run), with one more entry when ``task`` holds pasted
+    code (``code``; None: when ``request`` is ``task`` with its code left out, see
+    `genesis.router._request.read_request`)."""
     words = terms(request)
     tokens = [*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))]
-    if request.strip() != task.strip():
+    if code if code is not None else request.strip() != task.strip():
         tokens.append(_CODE_TOKEN)
     bag = np.zeros(BAG_DIM, dtype=np.float32)
     for token in tokens:

@@ -48,6 +48,12 @@ def request_text(task: str) -> str:
     """``task`` without its pasted code: whole code lines (and the indented or diff lines
     after them) and inline code after prose ("Is this OK? logger.info(f'...')") are dropped;
     the task itself when it holds no code, or when too little prose is left to route on."""
+    return read_request(task)[0]
+
+
+def read_request(task: str) -> tuple[str, bool]:
+    """`request_text` and whether ``task`` holds pasted code: also when too little prose is
+    left to route on ("Review:" above a function), so the request is the whole task."""
     prose: list[str] = []
     in_code = False
     for line in task.splitlines():
@@ -59,9 +65,10 @@ def request_text(task: str) -> str:
         if kept:
             prose.append(kept)
     request = "\n".join(prose).strip()
-    if request == task.strip() or len(request.split()) < MIN_REQUEST_WORDS:
-        return task
-    return request
+    code = request != task.strip()
+    if not code or len(request.split()) < MIN_REQUEST_WORDS:
+        return task, code
+    return request, code
 
 
 def _prose_part(line: str) -> str:

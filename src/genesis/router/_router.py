@@ -15,7 +15,7 @@ from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
 from genesis.router._intent import BAG_DIM, IntentClassifier, bag_of_terms, intent_features
-from genesis.router._request import request_text
+from genesis.router._request import read_request, request_text
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
 
@@ -189,10 +189,12 @@ class HALORouter:
         if len({agent for _, agent in self._examples}) < 2:
             return None
         tasks = [task for task, _ in self._examples]
-        texts = [request_text(task) for task in tasks]
+        read = [read_request(task) for task in tasks]
+        texts = [text for text, _ in read]
         labels = [agent for _, agent in self._examples]
-        # The bag's width is in the key: weights of other features are never read back.
-        key = [f"intent-weights-bag{BAG_DIM}", *self._names, *labels, *tasks]
+        # The bag's width and reading are in the key: weights of other features are never
+        # read back ("code": the code entry is set whenever code was pasted).
+        key = [f"intent-weights-bag{BAG_DIM}-code", *self._names, *labels, *tasks]
         cache = self._card_cache
         stored = cache.load(key, check_rows=False) if cache is not None else None
         if stored is not None and stored.shape[1] == len(self._names):
@@ -202,7 +204,9 @@ class HALORouter:
             vectors = self._embed_cards(texts)
             if cache is not None:
                 cache.save(texts, vectors)
-        bags = [bag_of_terms(task, text) for task, text in zip(tasks, texts, strict=True)]
+        bags = [
+            bag_of_terms(task, text, code) for task, (text, code) in zip(tasks, read, strict=True)
+        ]
         features = np.stack([intent_features(v, b) for v, b in zip(vectors, bags, strict=True)])
         intent = IntentClassifier.fit(self._names, features, labels, dense_dims=vectors.shape[1])
         if cache is not None:
@@ -226,12 +230,12 @@ class HALORouter:
         explicit = self._explicit_or_check(task, agent)
         if explicit is not None:
             return explicit
-        request, hits, bag = self._read(task)
+        request, hits, bag, code = self._read(task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         self.warm_up()
         vector = self._embed_text(request)
-        sims = self._scores(vector, bag)
+        sims = self._scores(vector, bag, code)
         close = self._evidence_agents(hits, sims)
         evidence = self._evidence(request, vector, close) if close and self._evidence else {}
         return self._decide(hits, sims, evidence)
@@ -245,26 +249,27 @@ class HALORouter:
         if explicit is not None:
             return explicit
         if len(task) <= INLINE_READ_CHARS:
-            request, hits, bag = self._read(task)
+            request, hits, bag, code = self._read(task)
         else:
-            request, hits, bag = await run_cpu(self._read, task)
+            request, hits, bag, code = await run_cpu(self._read, task)
         if not self._needs_query(hits):
             return self._decide(hits, None)
         if not self.warmed_up:
             await asyncio.to_thread(self.warm_up)
         vector = await self._embed_task_async(request)
-        sims = self._scores(vector, bag)
+        sims = self._scores(vector, bag, code)
         close = self._evidence_agents(hits, sims)
         evidence: Mapping[str, float] = {}
         if close and self._evidence is not None:
             evidence = await run_cpu(self._evidence, request, vector, close)
         return self._decide(hits, sims, evidence)
 
-    def _read(self, task: str) -> tuple[str, list[RuleHit], _F32]:
-        """The text to embed (pasted code left out), the rules ``task`` matches and its bag
-        of terms for the intent classifier."""
-        request = request_text(task)
-        return request, self._rules.match(task, request), bag_of_terms(task, request)
+    def _read(self, task: str) -> tuple[str, list[RuleHit], _F32, bool]:
+        """The text to embed (pasted code left out), the rules ``task`` matches, its bag of
+        terms for the intent classifier, and whether code was pasted into it."""
+        request, code = read_request(task)
+        bag = bag_of_terms(task, request, code)
+        return request, self._rules.match(task, request), bag, code
 
     def similarities(self, task: str) -> dict[str, float]:
         """Similarity of ``task`` to each agent: mean of best-text and centroid cosine.
@@ -286,14 +291,14 @@ class HALORouter:
             for i, (name, s) in enumerate(zip(self._names, self._card_slices, strict=True))
         }
 
-    def _scores(self, query: _F32, bag: _F32) -> Scores:
+    def _scores(self, query: _F32, bag: _F32, code: bool = False) -> Scores:
         """The agents' scores for a request: the intent classifier's probabilities when there
         is one, else the card similarity; ``cosine`` is the best card similarity either way
         (what the threshold for off-topic requests is measured against)."""
         cards = self._card_scores(query)
         intent = self._intent
         scores = intent.probabilities(intent_features(query, bag)) if intent is not None else cards
-        return Scores(scores, cosine=max(cards.values()))
+        return Scores(scores, cosine=max(cards.values()), code=code)
 
     async def _embed_task_async(self, task: str) -> _F32:
         if self._embed_async is None:
@@ -345,6 +350,11 @@ class HALORouter:
         return self._similarity_decision(best, sims, hits, evidence or {})
 
     def _below_threshold(self, hits: list[RuleHit], sims: dict[str, float]) -> bool:
+        """Whether the request may be off-topic: no rule matched and no card is similar
+        enough. A request with pasted code is not ("Anything off here?" above a function
+        says little, the code says which agents it is for)."""
+        if isinstance(sims, Scores) and sims.code:
+            return False
         return not hits and _cosine(sims) < self._threshold
 
     def _evidence_agents(self, hits: list[RuleHit], sims: dict[str, float]) -> list[str]:
@@ -470,11 +480,13 @@ class HALORouter:
 
 class Scores(dict[str, float]):
     """Each agent's score for a request, and the request's best card similarity (``cosine``),
-    which the off-topic threshold is measured against whatever the scores are."""
+    which the off-topic threshold is measured against whatever the scores are; ``code``:
+    code was pasted into the request."""
 
-    def __init__(self, scores: Mapping[str, float], *, cosine: float) -> None:
+    def __init__(self, scores: Mapping[str, float], *, cosine: float, code: bool = False) -> None:
         super().__init__(scores)
         self.cosine = cosine
+        self.code = code
 
 
 def _cosine(sims: Mapping[str, float]) -> float:
