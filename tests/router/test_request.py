@@ -80,6 +80,7 @@ def test_the_task_itself_when_no_request_is_left_to_route_on(task: str) -> None:
     ("task", "code"),
     [
         ("How do I get a refund for my last payment?", False),
+        ("Is a refund possible?\n\nIt was paid yesterday.", False),  # paragraphs are prose
         ("Anything off here?\n\nexpected = sign(body, secret)", True),
         ("Review:\ndef add(a, b):\n    return a + b", True),  # the whole task, still code
         ("def fib(n):\n    return n", True),

@@ -61,7 +61,9 @@ def bag_of_terms(task: str, request: str, code: bool | None = None) -> _F32:
     `genesis.router._request.read_request`)."""
     words = terms(request)
     tokens = [*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))]
-    if code if code is not None else request.strip() != task.strip():
+    if code is None:
+        code = request.strip() != task.strip()
+    if code:
         tokens.append(_CODE_TOKEN)
     bag = np.zeros(BAG_DIM, dtype=np.float32)
     for token in tokens:

@@ -55,17 +55,17 @@ def read_request(task: str) -> tuple[str, bool]:
     """`request_text` and whether ``task`` holds pasted code: also when too little prose is
     left to route on ("Review:" above a function), so the request is the whole task."""
     prose: list[str] = []
-    in_code = False
+    in_code = code = False
     for line in task.splitlines():
         # A block goes on while its lines are indented or diff lines ("    pass", "+import os").
         if in_code and line[:1] in (" ", "\t", "+", "-"):
             continue
         kept = _prose_part(line)
         in_code = kept != line
+        code = code or in_code  # a line dropped or cut as code (a blank line is kept)
         if kept:
             prose.append(kept)
     request = "\n".join(prose).strip()
-    code = request != task.strip()
     if not code or len(request.split()) < MIN_REQUEST_WORDS:
         return task, code
     return request, code
