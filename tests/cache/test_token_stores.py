@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -185,6 +186,38 @@ async def test_sqlite_store_evicts_the_oldest_written_past_max_bytes(tmp_path: P
         clock.now += 1
         await store.mset({key: b"x" * 100}, ttl_s=None)
     assert await store.mget(list("abcd")) == [None] + [b"x" * 100] * 3
+    await store.aclose()
+
+
+def test_sqlite_store_opens_while_another_process_creates_the_file(tmp_path: Path) -> None:
+    # Two server workers starting on a fresh home: one holds the write lock while it creates
+    # the file; the other's open waits for it instead of failing its start.
+    path = tmp_path / "t.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE first (x)")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    began = time.perf_counter()
+    store = SqliteTokenStore(path)
+    assert time.perf_counter() - began >= 0.2  # it waited for the lock
+    release.join()
+    other.close()
+    asyncio.run(store.mset({"k": b"v"}, ttl_s=None))
+    assert asyncio.run(store.mget(["k"])) == [b"v"]
+
+
+async def test_sqlite_store_writes_wait_only_briefly_for_another_writer(tmp_path: Path) -> None:
+    store = SqliteTokenStore(tmp_path / "t.db")
+    other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    began = time.perf_counter()
+    with pytest.raises(CacheError, match="write"):
+        await store.mset({"k": b"v"}, ttl_s=None)
+    assert time.perf_counter() - began < 2.0  # the short busy timeout, not the open's
+    other.execute("ROLLBACK")
+    other.close()
     await store.aclose()
 
 

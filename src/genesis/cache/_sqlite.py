@@ -24,6 +24,12 @@ CREATE INDEX IF NOT EXISTS tokens_by_written ON tokens (written);
 """
 
 
+# How long opening the file waits for another process's lock, and how long a read or write
+# waits afterwards.
+OPEN_TIMEOUT_S = 10.0
+BUSY_TIMEOUT_MS = 50
+
+
 class SqliteTokenStore:
     """`TokenStore` backed by a SQLite file, bounded by ``max_bytes`` of values.
 
@@ -47,11 +53,17 @@ class SqliteTokenStore:
         self._unchecked = max_bytes
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            # A short busy timeout: another process holding the write lock must not stall the
-            # event loop for sqlite's default 5 s; a failed write is only a missed cache fill.
-            self._db: sqlite3.Connection | None = sqlite3.connect(self._path, timeout=0.05)
+            # Opening waits for another process's write lock (server workers starting together
+            # on a fresh home: one creates the file while the other opens it; a 50 ms wait
+            # failed the other's start), as the catalog and the vector store do.
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                self._path, timeout=OPEN_TIMEOUT_S
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            # Then a short busy timeout: another process holding the write lock must not stall
+            # the event loop for seconds; a failed write is only a missed cache fill.
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(f"cannot open token store {self._path}: {exc}") from exc
 
