@@ -93,7 +93,7 @@ async def run(home: Path) -> dict[str, Any]:
             return unit
 
         def features(rows: list[tuple[str, str]], unit: np.ndarray) -> np.ndarray:
-            bags = [bag_of_terms(t, *read_request(t)) for t, _ in rows]
+            bags = [bag_of_terms(*read_request(t)) for t, _ in rows]
             return np.stack([intent_features(v, b) for v, b in zip(unit, bags, strict=True)])
 
         def alone(

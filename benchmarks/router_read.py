@@ -29,7 +29,7 @@ from typing import Any
 from genesis.config import load_settings
 from genesis.router import cards_from_profiles
 from genesis.router._intent import PACKAGED_EXAMPLES, bag_of_terms, load_examples
-from genesis.router._request import request_text
+from genesis.router._request import read_request, request_text
 from genesis.router._router import INLINE_READ_CHARS
 from genesis.router._rules import CompiledRules, RuleHit, keyword_regex
 
@@ -83,8 +83,8 @@ def main() -> None:
 
     def read(task: str, request: str) -> object:
         # What HALORouter._read does on the loop, with the joined rules.
-        request = request_text(task)
-        return joined(task, request), bag_of_terms(task, request)
+        request, code = read_request(task)
+        return joined(task, request), bag_of_terms(request, code)
 
     out: dict[str, Any] = {"rounds": ROUNDS, "same_hits": same}
     for name, pairs in sets.items():

@@ -26,6 +26,7 @@ from genesis.router._intent import (
     intent_features,
     load_examples,
 )
+from genesis.router._request import read_request
 
 # The cards describe topics; the examples teach the intents: asking for tests of an invoice
 # feature is qa's work, though every word of it is billing's topic.
@@ -109,13 +110,13 @@ def test_the_packaged_examples_cover_every_default_agent() -> None:
 
 def test_the_bag_of_terms_is_a_stable_unit_vector_that_marks_pasted_code() -> None:
     request = "Please review this handler for bugs"
-    bag = bag_of_terms(request, request)
+    bag = bag_of_terms(request, False)
     assert bag.shape == (BAG_DIM,) and abs(float(np.linalg.norm(bag)) - 1.0) < 1e-6
-    assert np.array_equal(bag, bag_of_terms(request, request))  # CRC-32: no per-run salt
-    with_code = bag_of_terms(request + "\ndef f(x): return x", request)
+    assert np.array_equal(bag, bag_of_terms(request, False))  # CRC-32: no per-run salt
+    with_code = bag_of_terms(*read_request(request + "\ndef f(x): return x"))
     assert not np.array_equal(with_code, bag)  # the pasted-code entry
     assert np.count_nonzero(with_code) == np.count_nonzero(bag) + 1
-    assert not bag_of_terms("the and of", "the and of").any()  # stop words only: nothing
+    assert not bag_of_terms("the and of", False).any()  # stop words only: nothing
 
 
 def test_the_words_route_when_the_embedding_cannot_tell_intents_apart() -> None:
@@ -127,7 +128,7 @@ def test_the_words_route_when_the_embedding_cannot_tell_intents_apart() -> None:
     )
     assert router.route("write tests for a refund").agent == "qa"
     assert router.route("my refund shows the wrong total").agent == "billing"
-    features = intent_features(np.ones(8, dtype=np.float32), bag_of_terms("a b", "a b"))
+    features = intent_features(np.ones(8, dtype=np.float32), bag_of_terms("a b", False))
     assert features.shape == (8 + BAG_DIM,)
 
 

@@ -54,15 +54,12 @@ BAG_WEIGHT = 1.0
 _CODE_TOKEN = "\x00code"
 
 
-def bag_of_terms(task: str, request: str, code: bool | None = None) -> _F32:
+def bag_of_terms(request: str, code: bool) -> _F32:
     """A unit vector of ``request``'s terms and adjacent term pairs, hashed into BAG_DIM
-    buckets (CRC-32: the same on every run), with one more entry when ``task`` holds pasted
-    code (``code``; None: when ``request`` is ``task`` with its code left out, see
-    `genesis.router._request.read_request`)."""
+    buckets (CRC-32: the same on every run), with one more entry when ``code`` was pasted
+    into the task (both from `genesis.router._request.read_request`)."""
     words = terms(request)
     tokens = [*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))]
-    if code is None:
-        code = request.strip() != task.strip()
     if code:
         tokens.append(_CODE_TOKEN)
     bag = np.zeros(BAG_DIM, dtype=np.float32)

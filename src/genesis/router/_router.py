@@ -204,9 +204,7 @@ class HALORouter:
             vectors = self._embed_cards(texts)
             if cache is not None:
                 cache.save(texts, vectors)
-        bags = [
-            bag_of_terms(task, text, code) for task, (text, code) in zip(tasks, read, strict=True)
-        ]
+        bags = [bag_of_terms(text, code) for text, code in read]
         features = np.stack([intent_features(v, b) for v, b in zip(vectors, bags, strict=True)])
         intent = IntentClassifier.fit(self._names, features, labels, dense_dims=vectors.shape[1])
         if cache is not None:
@@ -268,7 +266,7 @@ class HALORouter:
         """The text to embed (pasted code left out), the rules ``task`` matches, its bag of
         terms for the intent classifier, and whether code was pasted into it."""
         request, code = read_request(task)
-        bag = bag_of_terms(task, request, code)
+        bag = bag_of_terms(request, code)
         return request, self._rules.match(task, request), bag, code
 
     def similarities(self, task: str) -> dict[str, float]:
