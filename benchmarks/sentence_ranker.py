@@ -148,36 +148,40 @@ def fit(rows: Sequence[dict[str, Any]]) -> RankWeights:
 
 def facts_in_quotes(rows: Sequence[dict[str, Any]], ranker: RankWeights | None) -> float:
     """The share of ``rows`` whose quoted sentences hold every expected fact."""
-    hits = 0
+    return quotes(rows, ranker)[0]
+
+
+def quotes(rows: Sequence[dict[str, Any]], ranker: RankWeights | None) -> tuple[float, float]:
+    """``facts_in_quotes`` and the mean number of sentences quoted."""
+    hits, quoted = 0, 0
     for row in rows:
         ranked = rank_sentences(
             row["query"], row["sentences"], row["semantic"], row["relevance"], ranker=ranker
         )
-        quoted = " ".join(r.sentence.text.lower() for r in choose_sentences(ranked))
-        hits += all(f.lower() in quoted for f in row["facts"])
-    return round(hits / max(len(rows), 1), 4)
+        chosen = choose_sentences(ranked)
+        text = " ".join(r.sentence.text.lower() for r in chosen)
+        hits += all(f.lower() in text for f in row["facts"])
+        quoted += len(chosen)
+    n = max(len(rows), 1)
+    return round(hits / n, 4), round(quoted / n, 2)
 
 
 def held_out_at_cap(
-    rows: Sequence[dict[str, Any]], splits: Sequence[str], cap: int
+    held: dict[str, tuple[list[dict[str, Any]], RankWeights]], cap: int
 ) -> dict[str, float]:
-    """``facts_in_quotes`` held out by split, quoting at most ``cap`` sentences."""
+    """Each split's rows judged by the ranker fitted without them (``held``), quoting at most
+    ``cap`` sentences: the share whose quotes hold the facts, and the sentences per answer."""
     saved = _extractive.MAX_SENTENCES
     _extractive.MAX_SENTENCES = cap
     try:
-        hits, quoted = 0, 0
-        for name in splits:
-            held = [r for r in rows if r["split"] == name]
-            ranker = fit([r for r in rows if r["split"] != name])
-            hits += round(facts_in_quotes(held, ranker) * len(held))
-            for row in held:
-                ranked = rank_sentences(
-                    row["query"], row["sentences"], row["semantic"], row["relevance"], ranker=ranker
-                )
-                quoted += len(choose_sentences(ranked))
+        stats = [(quotes(rows, ranker), len(rows)) for rows, ranker in held.values()]
     finally:
         _extractive.MAX_SENTENCES = saved
-    return {"held_out": round(hits / len(rows), 4), "sentences": round(quoted / len(rows), 2)}
+    n = sum(size for _, size in stats)
+    return {
+        "held_out": round(sum(round(share * size) for (share, _), size in stats) / n, 4),
+        "sentences": round(sum(mean * size for (_, mean), size in stats) / n, 2),
+    }
 
 
 def main() -> None:
@@ -195,14 +199,17 @@ def main() -> None:
         rows = asyncio.run(collect(Path(tmp)))
     rows = [r for r in rows if answerable_in_chunks(r)]
     fitted = fit(rows)
-    splits = list(dict.fromkeys(r["split"] for r in rows))
-    by_split, held_hits = {}, 0
-    for name in splits:
-        held = [r for r in rows if r["split"] == name]
-        share = facts_in_quotes(held, fit([r for r in rows if r["split"] != name]))
-        by_split[name] = share
-        held_hits += round(share * len(held))
-    by_cap = {str(cap): held_out_at_cap(rows, splits, cap) for cap in args.compare_max_sentences}
+    # Each written split with the ranker fitted on the others: fitted once, judged at each cap.
+    held = {
+        name: (
+            [r for r in rows if r["split"] == name],
+            fit([r for r in rows if r["split"] != name]),
+        )
+        for name in dict.fromkeys(r["split"] for r in rows)
+    }
+    by_split = {name: facts_in_quotes(part, ranker) for name, (part, ranker) in held.items()}
+    held_hits = sum(round(by_split[name] * len(part)) for name, (part, _) in held.items())
+    by_cap = {str(cap): held_out_at_cap(held, cap) for cap in args.compare_max_sentences}
     result = {
         "n": len(rows),
         "weights": dict(zip(RANK_FEATURES, fitted.weights, strict=True)),
