@@ -14,7 +14,13 @@ from genesis._executor import run_cpu
 from genesis._sync import run_blocking
 from genesis.errors import AgentError, ConfigError, UnknownAgentError
 from genesis.router._card_cache import CardEmbeddingCache
-from genesis.router._intent import BAG_DIM, IntentClassifier, bag_of_terms, intent_features
+from genesis.router._intent import (
+    BAG_DIM,
+    STEPS,
+    IntentClassifier,
+    bag_of_terms,
+    intent_features,
+)
 from genesis.router._request import read_request, request_text
 from genesis.router._rules import CompiledRules, RuleHit
 from genesis.router._types import AgentCard, RouteDecision
@@ -192,9 +198,10 @@ class HALORouter:
         read = [read_request(task) for task in tasks]
         texts = [text for text, _ in read]
         labels = [agent for _, agent in self._examples]
-        # The bag's width and reading are in the key: weights of other features are never
-        # read back ("code": the code entry is set whenever code was pasted).
-        key = [f"intent-weights-bag{BAG_DIM}-code", *self._names, *labels, *tasks]
+        # The bag's width, the reading and the training steps are in the key: weights of other
+        # features or another fit are never read back ("code": the code entry is set whenever
+        # code was pasted).
+        key = [f"intent-weights-bag{BAG_DIM}-code-steps{STEPS}", *self._names, *labels, *tasks]
         cache = self._card_cache
         stored = cache.load(key, check_rows=False) if cache is not None else None
         if stored is not None and stored.shape[1] == len(self._names):
