@@ -1,7 +1,13 @@
 """Per-request overhead of one RAG request: Genesis vs a LangChain LCEL chain vs LlamaIndex.
 
-    pip install langchain-openai llama-index-core llama-index-llms-openai-like  # not Genesis deps
     python benchmarks/peers.py --json out.json [--shared PATH] [--rounds 6] [--block 30]
+
+The frameworks are not Genesis's dependencies for this: on its first run the script makes a
+virtual environment of its own (``--venv``, default ``.peers-venv`` in the repository), installs
+their pinned releases (``PEERS``) there from PyPI, with every package they need (none is taken
+from the running environment), makes Genesis and its dependencies visible to it from the
+running interpreter's environment, and runs itself again in it (``--no-venv`` runs in the
+current environment, with whatever releases it holds). ``versions`` in the JSON says what ran.
 
 The same request in three systems, against the same fake OpenAI-compatible server (a separate
 process on loopback that checks the request shape and answers at once):
@@ -34,12 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,6 +68,15 @@ from genesis.rag import PromptAssembler, TokenCachedRAG
 from genesis.tokens import HFTokenizer
 from genesis.tokens._segments import SegmentEncoder
 
+# The frameworks' releases, installed in the script's own virtual environment (`_peers_venv`).
+PEERS = (
+    "langchain-openai==1.7.4",
+    "langchain-core==1.8.3",
+    "llama-index-core==0.14.25",
+    "llama-index-llms-openai-like==0.8.1",
+)
+# Set in the environment of the run inside that virtual environment (no second re-run).
+VENV_ENV = "GENESIS_PEERS_VENV"
 MODEL = "baseline"
 REPLY = "FastAPI does that with a path operation decorator [1]."
 SYSTEMS = ("genesis", "langchain", "llamaindex")
@@ -250,7 +267,7 @@ def _langchain(url: str, chunks: list[Chunk], table: dict[str, np.ndarray]) -> d
         from langchain_core.vectorstores import InMemoryVectorStore
         from langchain_openai import ChatOpenAI
     except ImportError as exc:
-        raise SystemExit(f"{exc}: pip install langchain-openai (not a Genesis dependency)") from exc
+        raise SystemExit(f"{exc}: run without --no-venv, or pip install {PEERS[0]}") from exc
 
     class Lookup(Embeddings):
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -301,8 +318,7 @@ def _llamaindex(
         from llama_index.llms.openai_like import OpenAILike
     except ImportError as exc:
         raise SystemExit(
-            f"{exc}: pip install llama-index-core llama-index-llms-openai-like "
-            "(not Genesis dependencies)"
+            f"{exc}: run without --no-venv, or pip install {' '.join(PEERS[2:])}"
         ) from exc
     from tokenizers import Tokenizer
 
@@ -522,7 +538,7 @@ def _versions() -> dict[str, str]:
         "openai",
         "httpx",
     ]
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), "environment": sys.prefix}
     for name in names:
         try:
             out[name] = metadata.version(name)
@@ -535,6 +551,31 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _peers_venv(venv: Path) -> Path:
+    """The python of ``venv``, made (once) for the frameworks: ``PEERS`` and everything they
+    need installed there from PyPI, and the running interpreter's site-packages (Genesis and
+    its dependencies) added after its own, so that a package both have is the framework's."""
+    python = venv / "bin" / "python"
+    stamp = venv / "genesis-peers.txt"
+    wanted = "\n".join(PEERS) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print(f"making {venv} for {', '.join(PEERS)} (once)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    own = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    host = sysconfig.get_paths()["purelib"]
+    Path(own, "genesis-host.pth").write_text(f"import site; site.addsitedir({host!r})\n")
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--ignore-installed", *PEERS], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
 def main() -> None:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -542,6 +583,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=here.parent / "shared")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--block", type=int, default=30)
+    parser.add_argument("--venv", type=Path, default=here / ".peers-venv")
+    parser.add_argument("--no-venv", action="store_true", help="run in this environment")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -549,6 +592,10 @@ def main() -> None:
         return
     if args.json is None:
         parser.error("--json is required")
+    if not args.no_venv and not os.environ.get(VENV_ENV):
+        python = _peers_venv(args.venv.resolve())
+        env = {**os.environ, VENV_ENV: str(args.venv.resolve())}
+        os.execve(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]], env)
     out = asyncio.run(_run(args))
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
