@@ -2,12 +2,13 @@
 
     python benchmarks/peers.py --json out.json [--shared PATH] [--rounds 6] [--block 30]
 
-The frameworks are not Genesis's dependencies for this: on its first run the script makes a
-virtual environment of its own (``--venv``, default ``.peers-venv`` in the repository), installs
-their pinned releases (``PEERS``) there from PyPI, with every package they need (none is taken
-from the running environment), makes Genesis and its dependencies visible to it from the
-running interpreter's environment, and runs itself again in it (``--no-venv`` runs in the
-current environment, with whatever releases it holds). ``versions`` in the JSON says what ran.
+The frameworks are not taken from Genesis's environment (where they are dev extras, for the
+OpenAI-compatibility tests): on its first run the script makes a virtual environment of its own
+(``--venv``, default ``.peers-venv`` in the repository), installs their pinned releases
+(``PEERS``) there from PyPI, with every package they need (none is taken from the running
+environment), makes Genesis and its dependencies visible to it from the running interpreter's
+environment, and runs itself again in it (``--no-venv`` runs in the current environment, with
+whatever releases it holds). ``versions`` in the JSON says what ran.
 
 The same request in three systems, against the same fake OpenAI-compatible server (a separate
 process on loopback that checks the request shape and answers at once):

@@ -98,9 +98,9 @@ class AbstentionPolicy:
     The defaults were chosen by ``benchmarks/answer_quality.py --calibrate`` on
     ``benchmarks/data/answer_quality/tune_questions.jsonl`` (all-MiniLM-L6-v2, the demo
     knowledge base, every collection weighed as in `genesis.rag.TokenCachedRAG.answer`): the
-    weights and threshold that abstain on the most of its 352 unanswerable questions while
-    abstaining on at most 2.5% of its 805 answerable ones, with the threshold in a gap at least
-    0.0075 wide (until the seventh session: 3% and 0.02). Its thirteen splits were written at
+    weights and threshold that abstain on the most of its 392 unanswerable questions while
+    abstaining on at most 2.5% of its 895 answerable ones, with the threshold in a gap at least
+    0.0075 wide (until the seventh session: 3% and 0.02). Its fourteen splits were written at
     different times, several by other authors, some formal, some informal questions in a user's
     own words ("oops, I revoked the wrong key. can I bring it back?"). With the 10th split in,
     the weight is on ``known`` (how many of the question's terms the knowledge base uses at
