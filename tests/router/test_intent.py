@@ -83,6 +83,26 @@ def test_the_trained_weights_are_cached_and_reused(
         _router([*EXAMPLES, ("tests for invoices", "qa")], cache).warm_up()
 
 
+def test_weights_cached_by_another_number_of_training_steps_are_not_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = CardEmbeddingCache(tmp_path, "bow")
+    _router(EXAMPLES, cache).warm_up()  # trained and cached with this build's steps
+    fits: list[int] = []
+    fit = IntentClassifier.fit.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[IntentClassifier], *args: object, **kwargs: object) -> object:
+        fits.append(1)
+        return fit(cls, *args, **kwargs)
+
+    monkeypatch.setattr(IntentClassifier, "fit", classmethod(counting))
+    _router(EXAMPLES, cache).warm_up()
+    assert fits == []  # the same steps: read back
+    monkeypatch.setattr("genesis.router._router.STEPS", 10)
+    _router(EXAMPLES, cache).warm_up()
+    assert fits == [1]  # another fit's weights: trained again
+
+
 def test_examples_are_read_for_the_configured_agents_and_bad_lines_named(tmp_path: Path) -> None:
     path = tmp_path / "ex.jsonl"
     lines = [
