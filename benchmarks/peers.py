@@ -594,8 +594,9 @@ def main() -> None:
     if args.json is None:
         parser.error("--json is required")
     if not args.no_venv and not os.environ.get(VENV_ENV):
-        python = _peers_venv(args.venv.resolve())
-        env = {**os.environ, VENV_ENV: str(args.venv.resolve())}
+        venv = args.venv.resolve()
+        python = _peers_venv(venv)
+        env = {**os.environ, VENV_ENV: str(venv)}
         os.execve(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]], env)
     out = asyncio.run(_run(args))
     args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -114,12 +114,11 @@ class AbstentionPolicy:
     in (1,157 questions, seventh session), and the threshold's gap narrowed to 0.0075 at 2.5%
     false abstention (see ``MIN_GAP`` in the script): ``known`` 0.4, ``dense`` 0.2, and the best
     sentence's cosine, ``names``, ``best`` and the ranker's ``answer`` 0.1 each; on tune false
-    abstention 0.024 and abstention 0.435 (the weights before: 0.021 and 0.386), held out by
-    split 0.025 and 0.421. With the 13th in (1,287 questions, after that split's one run):
-    ``known`` 0.3, the best sentence's cosine and ``answer`` 0.2 each, ``dense``, ``names`` and
-    ``best`` 0.1 each, threshold 0.5324; on tune false abstention 0.025 and abstention 0.418
-    (the weights before: 0.029 and 0.424, over the 2.5% allowed), held out by split 0.028 and
-    0.413 (the 13th split alone: 0.089 and 0.375).
+    abstention 0.024 and abstention 0.435, held out by split 0.025 and 0.421. With the 13th in
+    (1,287 questions, after that split's one run): ``known`` 0.3, the best sentence's cosine and
+    ``answer`` 0.2 each, ``dense``, ``names`` and ``best`` 0.1 each, threshold 0.5324; on tune
+    false abstention 0.025 and abstention 0.418, held out by split 0.028 and 0.413 (the 13th
+    split alone: 0.089 and 0.375).
     Another knowledge base deserves its own calibration (``answers.abstain_threshold``).
     """
 

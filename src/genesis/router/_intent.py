@@ -45,8 +45,7 @@ PACKAGED_EXAMPLES = Path(__file__).with_name("examples.jsonl")
 L2 = 1e-4
 # Trained to 2,000 steps rather than 1,000, the router routed 0.937 of the nine routing rounds'
 # 1,080 tasks against 0.934 (no round worse; the classifier alone 0.934 against 0.929), with
-# ``benchmarks/router_intent.py`` (in a quicker check of the classifier alone, 3,000 and 4,000
-# steps did no better than 2,000).
+# ``benchmarks/router_intent.py``.
 STEPS = 2000
 RATE = 2.0
 # The hashed bag of words: its width (collisions are rare among a few thousand terms) and its
