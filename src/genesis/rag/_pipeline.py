@@ -29,7 +29,7 @@ HISTORY_COLLECTION = "_history"
 # An alternate collection answers instead of the routed one only when its evidence score
 # (`genesis.rag.Assessment.choice`) is higher by this much (between two alternates, the
 # higher score wins); fitted with the choice weights (benchmarks/collection_choice.py).
-ALTERNATE_MARGIN = 0.0617
+ALTERNATE_MARGIN = 0.055
 # An alternate collection whose best dense score is this far below the best draft's so far is
 # not weighed further (no token lookup, assembly or sentence-level evidence). On the tuning
 # split no alternate that won was more than 0.15 below; at 0.2, 1,009 of its 1,510 alternate
