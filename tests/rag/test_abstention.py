@@ -100,7 +100,10 @@ async def test_offline_answer_quotes_the_fact_and_does_not_abstain(demo_home: Pa
     async with Genesis.from_config("dev", environ={}, overrides={"home": str(demo_home)}) as g:
         result = await g.ask(ANSWERABLE)
     answer = result.answer
-    assert (result.agent, answer.abstained, answer.extractive) == ("support", False, True)
+    # The router may send it to support or documentation (both describe refunds); the
+    # answer comes from the collection that holds the fact.
+    assert result.agent in ("support", "documentation")
+    assert (answer.collection, answer.abstained, answer.extractive) == ("support", False, True)
     assert "180 days" in answer.answer
     assert [s.source for s in answer.sources][0] == "refunds.md"
     assert set(answer.evidence) == {
