@@ -95,7 +95,7 @@ async def collect(home: Path) -> list[dict[str, Any]]:
             if not chosen:
                 continue
             query, _, _, contexts, relevance = chosen[-1]
-            sentences = split_sentences(contexts)
+            sentences = split_sentences(contexts, query)
             if not sentences:
                 continue
             vectors = genesis.text_vectors.embed_documents([s.text for s in sentences])

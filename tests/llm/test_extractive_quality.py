@@ -1,5 +1,6 @@
-"""Readable extracts: prose only (no table rows, code or fence debris, front matter or
-headings), the best sentence first, no near-duplicates."""
+"""Readable extracts: prose, table rows in words (never a raw ``| a | b |`` row), code lines
+only for a question about a code sample, no fence debris, front matter or headings; the best
+sentence first, no near-duplicates."""
 
 from __future__ import annotations
 
@@ -54,6 +55,47 @@ def test_only_prose_lines_survive() -> None:
     ]
 
 
+def test_a_table_row_is_one_sentence_in_words_under_its_header() -> None:
+    texts = [s.text for s in split_sentences([DOC])]
+    assert "Event: `payment.failed`; Sent when: A payment attempt fails" in texts
+    assert not [t for t in texts if "|" in t or "---" in t or t.startswith("Event; ")]
+    assert [s.kind for s in split_sentences([DOC])] == ["prose", "row", "prose"]
+
+
+def test_a_row_cut_from_its_header_keeps_its_cells() -> None:
+    text = "| `invoice.voided` | An invoice is voided |\n| `refund.failed` | A refund fails |"
+    assert [s.text for s in split_sentences([text])] == [
+        "`invoice.voided`; An invoice is voided",
+        "`refund.failed`; A refund fails",
+    ]
+
+
+def test_code_lines_are_candidates_only_for_a_question_about_a_code_sample() -> None:
+    about_code = "In the Python sample, what does verify() take?"
+    plain = split_sentences([DOC], "How long are webhooks retried?")
+    assert [s.kind for s in plain] == ["prose", "row", "prose"]
+    code = [s.text for s in split_sentences([DOC], about_code) if s.kind == "code"]
+    # Each line of the fenced and the indented block as one code span; no fence line.
+    assert code == [
+        "`def verify(raw_body: bytes) -> bool:`",
+        "`return True`",
+        '`indented_code = "is not prose either"`',
+    ]
+
+
+def test_the_answer_to_a_question_about_a_sample_can_quote_its_line() -> None:
+    text = (
+        "Create a customer, then an invoice.\n\n```python\n"
+        'customer = client.customers.create(name="Ada", email="ada@example.com")\n```'
+    )
+    question = "In the Python quickstart, which call makes the customer?"
+    sentences = split_sentences([text], question)
+    semantic = [0.3, 0.6]  # as MiniLM would say: the code line is about making a customer
+    ranked = rank_sentences(question, sentences, semantic)
+    quoted = [r.sentence.text for r in choose_sentences(ranked)]
+    assert any("client.customers.create" in q for q in quoted)
+
+
 def test_a_chunk_cut_inside_a_code_block_drops_the_code_before_the_closing_fence() -> None:
     text = 'print("tail of a block")\nreturn parts\n```\n\nThe signature covers the raw body.'
     assert prose_lines(text) == ["The signature covers the raw body."]
@@ -75,10 +117,13 @@ def test_extracts_of_the_whole_demo_knowledge_base_hold_no_markup() -> None:
             count_tokens=lambda text: len(text.split()),
         )
         sentences += split_sentences([c.text for c in chunks])
+        # With a question about a sample, code lines join: still no fence or table debris.
+        sentences += split_sentences([c.text for c in chunks], "What does the Python sample do?")
     assert len(sentences) > 500
     bad = [s.text for s in sentences if _looks_like_markup(s.text) or "```" in s.text]
     assert bad == []
     assert not [s.text for s in sentences if s.text.count("|") >= 2]
+    assert {s.kind for s in sentences} == {"prose", "row", "code"}
 
 
 def test_the_best_sentence_comes_first_and_near_duplicates_are_dropped() -> None:

@@ -1,8 +1,12 @@
 """The offline default answerer: the best sentences of the retrieved chunks, with citations.
 
-No model is involved, and the answer says so. Candidate sentences are prose only: Markdown
-table rows, code blocks (and the fence debris a chunk boundary leaves), front matter, headings
-and questions are never quoted. Each sentence is scored by
+No model is involved, and the answer says so. Candidate sentences are prose, and each row of
+a Markdown table as one sentence in words ("Event: `invoice.voided`; Description: An invoice
+was voided", the header's names with the row's cells; never the raw ``| a | b |`` row); for a
+question about a code sample ("In the Python quickstart, ...", see `asks_about_code`), also
+each line of the chunks' code blocks, as one inline code span. Fence lines (and the fence
+debris a chunk boundary leaves), table separators, front matter, headings and questions are
+never quoted. Each sentence is scored by
 
 - semantic similarity to the question (MiniLM cosine; given by the caller, see
   `genesis.rag` which embeds the sentences, or absent),
@@ -76,6 +80,17 @@ _FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 _MARKUP = re.compile(r"^\s*(?:[-*+]\s+|\d+\.\s+|>\s*)")
 _HEADING = re.compile(r"^\s*(#{1,6}\s|={3,}\s*$|-{3,}\s*$)")
 _TABLE_ROW = re.compile(r"^\s*\||\|.*\|")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+# A question about a code sample: its answer may be a line of the sample itself.
+_ASKS_CODE = re.compile(
+    r"\b(samples?|examples?|snippets?|quickstart|scripts?|python|javascript|node\.js|curl)\b"
+    r"|\w\(\)",
+    re.I,
+)
+# A code line worth quoting: this long, and with a word in it (not a lone brace or bracket).
+_CODE_CHARS = (8, 200)
+_CODE_WORD = re.compile(r"[A-Za-z_]{2,}")
 _INDENTED_CODE = re.compile(r"^( {4}|\t)")
 _ASKS_QUANTITY = re.compile(
     r"\b(how\s+(many|much|long|often|quickly|soon|big|large)|when|what\s+(is|are)\s+the\s+"
@@ -138,6 +153,8 @@ RANK_FEATURES = (
     "asks_error_code",
     "semantic_gap",
     "lexical_gap",
+    "table_row",
+    "code_line",
 )
 
 
@@ -175,23 +192,25 @@ class RankWeights:
 MATCH = RankWeights.named(semantic=0.6, lexical=0.3, number=0.1, linear=True)
 # Fitted by ``python benchmarks/sentence_ranker.py --json out.json`` (see its docstring).
 RANKER = RankWeights.named(
-    bias=-0.3947,
-    semantic=0.4835,
-    lexical=3.8675,
-    relevance=3.0245,
-    number=0.2999,
-    code=-0.0019,
-    path=-0.4246,
-    first=-0.8148,
-    length=0.4415,
-    asks_endpoint=0.3784,
-    asks_where=1.7741,
-    asks_prefix=0.8665,
-    asks_name=0.1636,
-    asks_time=1.9224,
-    asks_error_code=0.0564,
-    semantic_gap=6.1241,
-    lexical_gap=3.3082,
+    bias=-0.426,
+    semantic=0.4568,
+    lexical=4.0485,
+    relevance=3.2826,
+    number=0.3807,
+    code=-0.106,
+    path=-0.4374,
+    first=-0.7871,
+    length=0.3679,
+    asks_endpoint=0.4435,
+    asks_where=1.6808,
+    asks_prefix=0.8766,
+    asks_name=0.1124,
+    asks_time=1.7932,
+    asks_error_code=0.8244,
+    semantic_gap=6.2478,
+    lexical_gap=3.2924,
+    table_row=-0.6378,
+    code_line=0.4206,
 )
 
 
@@ -203,6 +222,7 @@ class Sentence:
     position: int  # index of the sentence within its context
     text: str
     terms: frozenset[str]
+    kind: str = "prose"  # or "row" (a table row in words) or "code" (a line of a code block)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +274,7 @@ def _extract(request: GenerationRequest) -> Generation:
     quotes = request.quotes or [
         Quote(r.sentence.context, r.sentence.text, r.score)
         for r in choose_sentences(
-            rank_sentences(request.query, split_sentences(request.context_texts))
+            rank_sentences(request.query, split_sentences(request.context_texts, request.query))
         )
     ]
     if not quotes:
@@ -267,12 +287,21 @@ def _extract(request: GenerationRequest) -> Generation:
 
 def select_sentences(query: str, contexts: Sequence[str]) -> list[Sentence]:
     """The 2-4 sentences that best match ``query`` (lexical overlap and position), best first."""
-    return [r.sentence for r in choose_sentences(rank_sentences(query, split_sentences(contexts)))]
+    sentences = split_sentences(contexts, query)
+    return [r.sentence for r in choose_sentences(rank_sentences(query, sentences))]
 
 
-def split_sentences(contexts: Sequence[str]) -> list[Sentence]:
-    """Every quotable sentence of ``contexts``, in order (context, position)."""
-    return [s for i, text in enumerate(contexts) for s in _sentences(i, text)]
+def split_sentences(contexts: Sequence[str], query: str | None = None) -> list[Sentence]:
+    """Every quotable sentence of ``contexts``, in order (context, position): prose and table
+    rows, and when ``query`` asks about a code sample (`asks_about_code`) the code lines too."""
+    code = query is not None and asks_about_code(query)
+    return [s for i, text in enumerate(contexts) for s in _sentences(i, text, code)]
+
+
+def asks_about_code(query: str) -> bool:
+    """Whether ``query`` asks about a code sample ("the Python quickstart", "the sample
+    verify()"): then the lines of the chunks' code blocks are candidates too."""
+    return bool(_ASKS_CODE.search(query))
 
 
 def rank_sentences(
@@ -336,7 +365,8 @@ def sentence_features(
     question, its chunk's relevance (0.0 when not given), whether it states a number a
     quantity question asks for, holds a code span or a menu path, opens its chunk, its length,
     whether it holds the answer type the question asks for (one feature per `_ANSWER_TYPES`),
-    and how far its similarity and overlap fall behind the best candidate's."""
+    how far its similarity and overlap fall behind the best candidate's, and whether it is a
+    table row or a code line."""
     wants_number = bool(_ASKS_QUANTITY.search(query))
     asks = [bool(question.search(query)) for question, _ in _ANSWER_TYPES]
     best_semantic = max(semantic, default=0.0)
@@ -361,6 +391,8 @@ def sentence_features(
                 ),
                 float(semantic[i]) - best_semantic,
                 lexical[i] - best_lexical,
+                float(s.kind == "row"),
+                float(s.kind == "code"),
             ]
         )
     return rows
@@ -423,22 +455,86 @@ def _near_duplicate(a: Sentence, b: Sentence) -> bool:
     return len(a.terms & b.terms) / max(len(a.terms | b.terms), 1) >= _NEAR_DUPLICATE
 
 
-def _sentences(context: int, text: str) -> list[Sentence]:
-    return [Sentence(context, i, piece, words) for i, (piece, words) in enumerate(_parts(text))]
+def _sentences(context: int, text: str, code: bool = False) -> list[Sentence]:
+    return [
+        Sentence(context, i, piece, words, kind)
+        for i, (piece, words, kind) in enumerate(_parts(text, code))
+    ]
 
 
 @functools.lru_cache(maxsize=_PARTS_CACHE)
-def _parts(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+def _parts(text: str, code: bool = False) -> tuple[tuple[str, frozenset[str], str], ...]:
     # The same chunks come back for many questions (and for every collection weighed):
     # their quotable sentences and terms are worked out once per text.
-    out: list[tuple[str, frozenset[str]]] = []
-    for line in prose_lines(text):
-        for piece in _SENTENCE_END.split(line):
+    out: list[tuple[str, frozenset[str], str]] = []
+    for kind, line in _lines(text, code):
+        pieces = _SENTENCE_END.split(line) if kind == "prose" else [line]
+        for piece in pieces:
             piece = piece.strip()
             words = frozenset(terms(piece))
-            if _quotable(piece) and words:
-                out.append((piece, words))
+            ok = _quotable_code(piece) if kind == "code" else _quotable(piece)
+            if ok and words:
+                out.append((piece, words, kind))
     return tuple(out)
+
+
+def _lines(text: str, code: bool) -> list[tuple[str, str]]:
+    """(kind, text) of each quotable line of a Markdown chunk, in order: prose lines with their
+    markup stripped, table rows in words (`_table_row`), and with ``code`` the lines of fenced
+    and indented code blocks as inline code spans."""
+    lines = _without_front_matter(text.split("\n"))
+    out: list[tuple[str, str]] = []
+    header: list[str] | None = None
+    for i, (line, in_code) in enumerate(zip(lines, _code_mask(lines), strict=True)):
+        if in_code or (_INDENTED_CODE.match(line) and not _MARKUP.match(line)):
+            body = line.strip()
+            if code and body and not _FENCE_LINE.match(line) and "`" not in body:
+                out.append(("code", f"`{body}`"))
+            continue
+        if _HEADING.match(line):
+            continue
+        if _TABLE_ROW.search(line):
+            if _TABLE_SEPARATOR.match(line):
+                continue
+            cells = _cells(line)
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if _TABLE_SEPARATOR.match(following):
+                header = cells  # a header row names the columns of the rows below it
+                continue
+            row = _table_row(cells, header)
+            if row:
+                out.append(("row", row))
+            continue
+        header = None
+        cleaned = _MARKUP.sub("", line).strip()
+        if cleaned:
+            out.append(("prose", cleaned))
+    return out
+
+
+def _cells(line: str) -> list[str]:
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+    return [cell.strip().replace("\\|", "|") for cell in _CELL_SPLIT.split(body)]
+
+
+def _table_row(cells: list[str], header: list[str] | None) -> str:
+    """A table row as one sentence: "Name: cell; Name: cell" under a header of as many
+    columns, else its cells joined by "; ". Empty when fewer than two cells have text."""
+    if sum(bool(c) for c in cells) < 2:
+        return ""
+    if header is not None and len(header) == len(cells):
+        return "; ".join(f"{h}: {c}" if h else c for h, c in zip(header, cells, strict=True) if c)
+    return "; ".join(c for c in cells if c)
+
+
+def _quotable_code(piece: str) -> bool:
+    # A code line is quoted whole, with its backticks: long enough to say something, with a
+    # word in it (not a lone brace), and not a comment-only line.
+    body = piece.strip("`").strip()
+    low, high = _CODE_CHARS
+    return low <= len(body) <= high and bool(_CODE_WORD.search(body)) and body[0] not in "#/"
 
 
 def _quotable(piece: str) -> bool:
@@ -452,17 +548,7 @@ def _quotable(piece: str) -> bool:
 def prose_lines(text: str) -> list[str]:
     """The prose lines of a Markdown chunk, markup stripped: no front matter, headings,
     table rows, indented code, fenced code, or the fence debris of a chunk cut mid-block."""
-    lines = _without_front_matter(text.split("\n"))
-    out = []
-    for line, in_code in zip(lines, _code_mask(lines), strict=True):
-        if in_code or _HEADING.match(line) or _TABLE_ROW.search(line):
-            continue
-        if _INDENTED_CODE.match(line) and not _MARKUP.match(line):
-            continue
-        cleaned = _MARKUP.sub("", line).strip()
-        if cleaned:
-            out.append(cleaned)
-    return out
+    return [line for kind, line in _lines(text, code=False) if kind == "prose"]
 
 
 def _without_front_matter(lines: list[str]) -> list[str]:
