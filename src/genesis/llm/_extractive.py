@@ -1,8 +1,8 @@
 """The offline default answerer: the best sentences of the retrieved chunks, with citations.
 
 No model is involved, and the answer says so. Candidate sentences are prose, and each row of
-a Markdown table as one sentence in words ("Event: `invoice.voided`; Description: An invoice
-was voided", the header's names with the row's cells; never the raw ``| a | b |`` row); for a
+a Markdown table as one sentence in words ("Event: `invoice.voided`; Sent when: An invoice is
+voided", the header's names with the row's cells; never the raw ``| a | b |`` row); for a
 question about a code sample ("In the Python quickstart, ...", see `asks_about_code`), also
 each line of the chunks' code blocks, as one inline code span. Fence lines (and the fence
 debris a chunk boundary leaves), table separators, front matter, headings and questions are
