@@ -62,7 +62,9 @@ from genesis.llm import (
 from genesis.memory import InProcessSessionStore, SessionLimits, SessionStore
 from genesis.observability import HealthChecks, record_fallback
 from genesis.rag import (
+    PACKAGED_ANSWERABILITY,
     AbstentionPolicy,
+    AnswerabilityModel,
     EvidenceScorer,
     Generate,
     PromptAssembler,
@@ -446,9 +448,21 @@ class Genesis:
         """One sentence ranker for every agent (its sentence-vector cache is shared)."""
         answers = self.settings.answers
         policy = AbstentionPolicy(enabled=answers.abstain)
+        model = None
+        if answers.answerability_model:
+            path = answers.answerability_file
+            model = AnswerabilityModel.load(Path(path) if path else PACKAGED_ANSWERABILITY)
         if answers.abstain_threshold is not None:
             policy = dataclasses.replace(policy, threshold=answers.abstain_threshold)
-        return EvidenceScorer(self.text_vectors.embed_documents, self.embedder.embed_query, policy)
+            if model is not None:
+                model = dataclasses.replace(model, threshold=answers.abstain_threshold)
+        return EvidenceScorer(
+            self.text_vectors.embed_documents,
+            self.embedder.embed_query,
+            policy,
+            model=model,
+            embedder=self.embedder.fingerprint,
+        )
 
     def _build_rollout(self, stack: AsyncExitStack) -> Rollout:
         """The database opens on the first read (off the loop, by the state cache)."""

@@ -183,8 +183,15 @@ class AnswerSettings(_Model):
     """Abstention: say "the knowledge base does not answer this" instead of guessing."""
 
     abstain: bool = True
-    # None: the threshold calibrated on the demo knowledge base (genesis.rag.AbstentionPolicy).
+    # The threshold on an answer's evidence score (``evidence.score``): the answerability
+    # model's probability where it applies, else the linear policy's score. None: each one's
+    # calibrated threshold (genesis.rag.AnswerabilityModel, genesis.rag.AbstentionPolicy).
     abstain_threshold: float | None = Field(None, ge=0, le=1)
+    # Decide with an answerability model (genesis.rag.AnswerabilityModel) while the knowledge
+    # base is the one it was fitted on: the packaged one (the demo's, as shipped) or
+    # ``answerability_file``, written by benchmarks/answerability.py for your own.
+    answerability_model: bool = True
+    answerability_file: str | None = Field(None, max_length=4096)
 
 
 class ServerSettings(_Model):

@@ -1,5 +1,7 @@
 """The token-cached RAG core: retrieve -> tokens -> assemble (token space) -> generate."""
 
+from genesis.rag._answerability import PACKAGED_MODEL as PACKAGED_ANSWERABILITY
+from genesis.rag._answerability import AnswerabilityModel
 from genesis.rag._assembly import (
     AssembledPrompt,
     IncludedChunk,
@@ -29,6 +31,8 @@ from genesis.rag._pipeline import (
 
 __all__ = [
     "AbstentionPolicy",
+    "AnswerabilityModel",
+    "PACKAGED_ANSWERABILITY",
     "AssembledPrompt",
     "Assessment",
     "Evidence",

@@ -30,17 +30,22 @@ the question:
 An :class:`AbstentionPolicy` combines them linearly and abstains below a threshold. The
 weights and threshold are calibrated on the tuning split of a labelled set
 (``benchmarks/answer_quality.py --calibrate``), never on the split that reports the figure.
+On the knowledge base it was fitted on (the demo, as shipped), an answerability model
+(`genesis.rag.AnswerabilityModel`: the same features and the question's vector) decides
+instead; the policy decides everywhere else.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +60,9 @@ from genesis.llm import (
     split_sentences,
     terms,
 )
+
+if TYPE_CHECKING:
+    from ._answerability import AnswerabilityModel
 
 _F32 = npt.NDArray[np.float32]
 # A word of a question, for names: "2FA" and "Zapier" alike.
@@ -126,6 +134,11 @@ class AbstentionPolicy:
     the weights of the 13th's fit again, threshold 0.5415; on tune false abstention 0.024 and
     abstention 0.411, held out by split 0.025 and 0.411.
     Another knowledge base deserves its own calibration (``answers.abstain_threshold``).
+
+    Since the ninth session this policy decides only where the answerability model does not
+    apply (`genesis.rag.AnswerabilityModel`, fitted by ``benchmarks/answerability.py``): on
+    the demo knowledge base as shipped the model decides, which leaving each written split
+    out abstained on 0.662 of the unanswerable tuning questions at 0.025 false abstention.
     """
 
     dense: float = 0.1
@@ -202,6 +215,11 @@ class EvidenceScorer:
     ``embed_documents`` embeds sentences (blocking CPU work: call :meth:`assess` from the
     CPU executor); sentence vectors are kept in a bounded LRU, since the same chunks come
     back for many questions.
+
+    ``model``: an `AnswerabilityModel` fitted on one knowledge base with the embedding model
+    whose fingerprint is ``embedder``. While the vocabulary's chunks are the ones it was
+    fitted on, it decides (its probability is the score, abstaining below its threshold);
+    otherwise ``policy`` does.
     """
 
     def __init__(
@@ -211,10 +229,14 @@ class EvidenceScorer:
         policy: AbstentionPolicy | None = None,
         *,
         cache_sentences: int = 50_000,
+        model: AnswerabilityModel | None = None,
+        embedder: str = "",
     ) -> None:
         self._embed_documents = embed_documents
         self._embed_query = embed_query
         self.policy = policy or AbstentionPolicy()
+        self.model = model
+        self._embedder = embedder
         self._cache: OrderedDict[str, _F32] = OrderedDict()
         self._cache_max = cache_sentences
         self._lock = threading.Lock()
@@ -224,6 +246,12 @@ class EvidenceScorer:
         """The knowledge base's terms, for ``known``; an empty one (the default) makes
         ``known`` 1.0, which tells nothing."""
         self._vocabulary = vocabulary
+
+    @property
+    def model_applies(self) -> bool:
+        """Whether the answerability model decides (it was fitted on these chunks)."""
+        model = self.model
+        return model is not None and model.applies(self._vocabulary.fingerprint, self._embedder)
 
     def assess(
         self,
@@ -252,8 +280,13 @@ class EvidenceScorer:
             answer=chosen[0].score if chosen else 0.0,
         )
         quotes = [Quote(r.sentence.context, r.sentence.text, round(r.score, 4)) for r in chosen]
-        score = self.policy.score(evidence)
-        abstain = self.policy.abstains(evidence)
+        model = self.model
+        if model is not None and self.model_applies:
+            score = model.probability(evidence, qvec)
+            abstain = self.policy.enabled and score < model.threshold
+        else:
+            score = self.policy.score(evidence)
+            abstain = self.policy.abstains(evidence)
         return Assessment(evidence, score, abstain, quotes, CHOICE.score(evidence))
 
     def _known(self, query: str) -> float:
@@ -324,12 +357,15 @@ class EvidenceScorer:
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """How many of the knowledge base's ``n`` chunks hold each term (``df``), and the
-    two-word phrases the chunks use (``pairs``, see `word_pairs`)."""
+    """How many of the knowledge base's ``n`` chunks hold each term (``df``), the two-word
+    phrases the chunks use (``pairs``, see `word_pairs`), and ``fingerprint``: a hash of the
+    chunks' texts, whatever their order (an answerability model applies to the chunks it was
+    fitted on only)."""
 
     df: dict[str, int]
     n: int
     pairs: frozenset[tuple[str, str]] = frozenset()
+    fingerprint: str = ""
 
 
 def vocabulary(texts: Sequence[str]) -> Vocabulary:
@@ -337,7 +373,15 @@ def vocabulary(texts: Sequence[str]) -> Vocabulary:
     :meth:`EvidenceScorer.set_vocabulary` (blocking)."""
     df: Counter[str] = Counter(t for text in texts for t in set(terms(text)))
     pairs = frozenset(p for text in texts for p in word_pairs(text))
-    return Vocabulary(dict(df), len(texts), pairs)
+    return Vocabulary(dict(df), len(texts), pairs, chunks_fingerprint(texts))
+
+
+def chunks_fingerprint(texts: Sequence[str]) -> str:
+    """A hash of chunk texts that does not depend on their order."""
+    digest = hashlib.sha256()
+    for text in sorted(texts):
+        digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+    return digest.hexdigest()[:32]
 
 
 def word_pairs(text: str) -> list[tuple[str, str]]:
