@@ -2,6 +2,8 @@
 
     python benchmarks/answerability.py --json out.json
     python benchmarks/answerability.py --json out.json --write src/genesis/rag/answerability.json
+    python benchmarks/answerability.py --json out.json --write mine.json \
+        --questions my_questions.jsonl --home ~/.local/share/genesis   # your own knowledge base
 
 Every tuning question (``benchmarks/data/answer_quality/tune_questions.jsonl``, answerable
 and not; the test split is never read) goes through ``Genesis.ask`` with abstention off, on a
@@ -26,6 +28,12 @@ the splits. Those held-out scores are also the estimate for a new author's quest
 (fitted on them, so an in-sample figure; ``answer_quality.py --calibrate`` estimates it held
 out). With ``--write``, the model (its weights, threshold, the fingerprints of the chunks and
 the embedding model it applies to, and these figures) is written for the package.
+
+For your own knowledge base: ``--home`` is a Genesis home where it is ingested (nothing is
+ingested then), and ``--questions`` a JSON-lines file of ``{"question", "answerable": true |
+false, "split"}`` (``split``: who wrote it or when, so that the held-out estimate leaves each
+writer out; without it, questions are dealt into five folds). Point
+``answers.answerability_file`` at what ``--write`` wrote.
 """
 
 from __future__ import annotations
@@ -60,20 +68,22 @@ FEATURES = tuple(f.name for f in dataclasses.fields(Evidence))
 C = 0.003
 
 
-async def collect(home: Path) -> tuple[list[dict[str, Any]], str, str]:
-    """Each tuning question's split, label, evidence and vector; the fingerprints of the
-    knowledge base's chunks and of the embedding model."""
-    questions = load(DATA / "tune_questions.jsonl")
+async def collect(
+    questions: Sequence[dict[str, Any]], home: Path, *, demo: bool = True
+) -> tuple[list[dict[str, Any]], str, str]:
+    """Each question's split, label, evidence and vector; the fingerprints of the knowledge
+    base's chunks and of the embedding model. ``demo``: ingest the demo knowledge base."""
     overrides = {"home": str(home), "answers": {"abstain": False, "answerability_model": False}}
     rows: list[dict[str, Any]] = []
     async with Genesis.from_config("dev", environ={}, overrides=overrides) as genesis:
-        await genesis.ensure_demo()
-        for item in questions:
+        if demo:
+            await genesis.ensure_demo()
+        for i, item in enumerate(questions):
             answer = (await genesis.ask(item["question"])).answer
             vector = genesis.embedder.embed_query(item["question"].strip())
             rows.append(
                 {
-                    "split": item["split"],
+                    "split": item.get("split") or f"fold{i % 5}",
                     "answerable": item.get("answerable", True),
                     "evidence": {f: float(answer.evidence[f]) for f in FEATURES},
                     "vector": np.asarray(vector, dtype=np.float64).reshape(-1),
@@ -132,14 +142,34 @@ def shares(abstain: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies in it."""
+    try:
+        return path.resolve().relative_to(DATA.parents[2]).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--write", type=Path, help="write the fitted model here")
     parser.add_argument("--c", type=float, default=C, help="inverse L2 strength")
+    parser.add_argument(
+        "--questions", type=Path, default=DATA / "tune_questions.jsonl", help="labelled questions"
+    )
+    parser.add_argument("--home", type=Path, help="a home with your knowledge base ingested")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, knowledge_base, embedder = asyncio.run(collect(Path(tmp)))
+    questions = load(args.questions)
+    if not questions or not all(isinstance(q.get("question"), str) for q in questions):
+        raise SystemExit(f'{args.questions}: every line needs a "question"')
+    if len({q.get("answerable", True) for q in questions}) < 2:
+        raise SystemExit(f"{args.questions}: needs answerable and unanswerable questions")
+    if args.home is not None:
+        rows, knowledge_base, embedder = asyncio.run(collect(questions, args.home, demo=False))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows, knowledge_base, embedder = asyncio.run(collect(questions, Path(tmp)))
     x = matrix(rows)
     y = np.array([1.0 if r["answerable"] else 0.0 for r in rows])
     splits = np.array([r["split"] for r in rows])
@@ -180,7 +210,7 @@ def main() -> None:
             embedder=embedder,
             fitted={
                 "by": "benchmarks/answerability.py",
-                "on": "benchmarks/data/answer_quality/tune_questions.jsonl",
+                "on": _shown(args.questions),
                 **{k: result[k] for k in ("n", "answerable", "unanswerable", "c", "held_out")},
             },
         )
