@@ -74,6 +74,7 @@ def test_the_model_decides_on_the_knowledge_base_it_was_fitted_on() -> None:
     no = scorer.assess("Can I pay an invoice in parts?", UNANSWERABLE, [0.5], KB)
     assert yes.abstain is False and yes.score > 0.5
     assert no.abstain is True and no.score < 0.5
+    assert yes.threshold == no.threshold == 0.5  # the model's
     # The score is the model's probability, from the evidence and the vector.
     expected = 1 / (1 + np.exp(-(0.5 * 0.5 - 4.0)))
     assert no.score == pytest.approx(expected)
@@ -82,7 +83,8 @@ def test_the_model_decides_on_the_knowledge_base_it_was_fitted_on() -> None:
 def test_another_knowledge_base_or_embedding_model_falls_back_to_the_policy() -> None:
     other = _scorer(_model(chunks_fingerprint(KB)), kb=[*KB, "A new article."])
     assert not other.model_applies
-    assert other.assess("Can I pay in parts?", UNANSWERABLE, [0.5], KB).abstain is False
+    fallback = other.assess("Can I pay in parts?", UNANSWERABLE, [0.5], KB)
+    assert fallback.abstain is False and fallback.threshold == 0.0  # the policy's
     wrong_embedder = _scorer(_model(chunks_fingerprint(KB), embedder="another-model"))
     assert not wrong_embedder.model_applies
     assert not _scorer(None).model_applies

@@ -103,7 +103,10 @@ class RAGAnswer:
     ``abstained`` is True when the knowledge base does not answer the question (the retrieval
     evidence fell below the calibrated threshold): ``answer`` then says so plainly, no model
     was called, ``sources`` is empty and ``see_also`` lists the closest articles. ``evidence``
-    holds the measured values (see `genesis.rag.Evidence`) when they were measured.
+    holds the measured values (see `genesis.rag.Evidence`) when they were measured, with
+    ``score`` and the ``threshold`` it abstains below: the answerability model's probability
+    on the knowledge base it was fitted on (`genesis.rag.AnswerabilityModel`), else the
+    linear policy's score (`genesis.rag.AbstentionPolicy`).
     """
 
     answer: str
@@ -231,7 +234,11 @@ class TokenCachedRAG:
             result = self._result(query, draft.collection, hits, lookup, prompt, generation, timer)
             result.usage.cached_tokens += _cached_history_tokens(prompt, draft.past)
         if assessment is not None:
-            result.evidence = {**assessment.evidence.as_dict(), "score": round(assessment.score, 4)}
+            result.evidence = {
+                **assessment.evidence.as_dict(),
+                "score": round(assessment.score, 4),
+                "threshold": round(assessment.threshold, 4),
+            }
         if include_prompt:
             result.prompt_text = prompt.text
         record_cache_lookups(list(lookup.tiers))
