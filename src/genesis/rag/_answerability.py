@@ -36,7 +36,7 @@ PACKAGED_MODEL = Path(__file__).resolve().parent / "answerability.json"
 _F64 = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare by identity
 class AnswerabilityModel:
     """``P(answerable) = 1 / (1 + exp(-(bias + weights . (x - mean) / scale)))`` with ``x``
     the evidence's ``features`` followed by the question's vector; abstain below
