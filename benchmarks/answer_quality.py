@@ -6,7 +6,9 @@
     python benchmarks/answer_quality.py --json r.json --routing-only # routing tasks only
 
 Every question goes through ``Genesis.ask`` (routing, retrieval, abstention, the offline
-extractive answerer) in one process, on a fresh home with the demo knowledge base. Writes
+extractive answerer) in one process, on a fresh home with the demo knowledge base; abstention
+is decided as the build decides it, by the packaged answerability model on the demo as shipped
+(`genesis.rag.AnswerabilityModel`, fitted by ``benchmarks/answerability.py``). Writes
 
     {"answerable": {"n", "source_hit", "facts_hit", "false_abstain"},
      "unanswerable": {"n", "abstained"}, "routing": {"n", "accuracy"}, ...}
