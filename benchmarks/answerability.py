@@ -57,7 +57,7 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from answer_quality import DATA, MAX_FALSE_ABSTAIN, load  # noqa: E402
+from answer_quality import DATA, MAX_FALSE_ABSTAIN, _refusal_shares, load  # noqa: E402
 
 from genesis import Genesis  # noqa: E402
 from genesis.rag import AbstentionPolicy, AnswerabilityModel, Evidence  # noqa: E402
@@ -136,10 +136,8 @@ def threshold_for(scores: np.ndarray, y: np.ndarray, max_false: float) -> float:
 
 
 def shares(abstain: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    return {
-        "false_abstain": round(float(abstain[y > 0].mean()), 4),
-        "abstained": round(float(abstain[y == 0].mean()), 4),
-    }
+    """False abstention and abstention, as ``answer_quality.py`` reports them."""
+    return _refusal_shares(abstain[y > 0].tolist(), abstain[y == 0].tolist())
 
 
 def _shown(path: Path) -> str:

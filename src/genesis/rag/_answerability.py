@@ -77,7 +77,7 @@ class AnswerabilityModel:
         return self.knowledge_base == knowledge_base and self.embedder == embedder
 
     def probability(self, evidence: Evidence, query_vector: npt.ArrayLike) -> float:
-        """How likely it is that the knowledge base answers the question (blocking, ~10 us)."""
+        """How likely it is that the knowledge base answers the question."""
         vector = np.asarray(query_vector, dtype=np.float64).reshape(-1)
         if len(vector) != self.dim:
             raise ValueError(f"question vector has {len(vector)} dimensions, model {self.dim}")

@@ -286,8 +286,8 @@ class EvidenceScorer:
             answer=chosen[0].score if chosen else 0.0,
         )
         quotes = [Quote(r.sentence.context, r.sentence.text, round(r.score, 4)) for r in chosen]
-        model = self.model
-        if model is not None and self.model_applies:
+        model = self.model if self.model_applies else None
+        if model is not None:
             score, threshold = model.probability(evidence, qvec), model.threshold
             abstain = self.policy.enabled and score < threshold
         else:
